@@ -1,0 +1,284 @@
+"""MNIST: the IDX reader, the fixed train/validation split and the tf.data pipelines.
+
+Both implementations are fed from `make_dataset`: the Keras model takes the
+tensors, the NumPy model takes `xb.numpy()` of the very same batches.
+
+Where the data comes from, in this order:
+  1. the `data_dir` argument (`--data-dir` on every command line),
+  2. the `MNIST_DIR` environment variable,
+  3. Keras's own cache/download (`keras.datasets.mnist.load_data`).
+Options 1 and 2 name a folder with the four original IDX files, gzipped or not.
+
+    python -m keras_impl.data --info [--data-dir D]
+    python -m keras_impl.data --export-png DIR --count N [--invert]
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import gzip
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_MAGIC = 2051
+LABEL_MAGIC = 2049
+IMAGE_SIZE = 28
+SPLITS = ("train", "val", "test")
+VAL_SIZE = 5_000
+SPLIT_SEED = 20_120  # fixed: the validation split is part of the experiment
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+HOW_TO_POINT = ("point --data-dir or MNIST_DIR at a folder holding the four MNIST IDX files "
+                f"({', '.join(FILES.values())}, optionally .gz)")
+
+
+class MnistError(Exception):
+    """Bad or missing MNIST data; the message is one line naming the file and the problem."""
+
+
+def open_maybe_gzip(path: Path) -> bytes:
+    """The bytes of `path`, gunzipped when the file starts with the gzip magic."""
+    try:
+        raw = Path(path).read_bytes()
+        return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise MnistError(f"{path}: cannot read ({err})") from None
+
+
+def read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes.
+
+    Header: 4-byte big-endian magic (0x0000 08 NDIM, i.e. 2051 images / 2049 labels),
+    then NDIM big-endian uint32 dimensions, then the data row-major.
+    Returns a uint8 array of shape (N,) for labels or (N, 28, 28) for images.
+    """
+    data = open_maybe_gzip(path)
+    if len(data) < 8:
+        raise MnistError(f"{path}: truncated header ({len(data)} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != expected_magic:
+        raise MnistError(f"{path}: magic number {magic}, expected {expected_magic}")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MnistError(f"{path}: truncated header ({len(data)} bytes, need {header})")
+    dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    if ndim == 3 and dims[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise MnistError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+    expected_len = header + int(np.prod(dims))
+    if len(data) != expected_len:
+        raise MnistError(f"{path}: {len(data)} bytes, header {dims} needs {expected_len}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) uint8, checked against each other."""
+    images = read_idx(images_path, IMAGE_MAGIC)
+    labels = read_idx(labels_path, LABEL_MAGIC)
+    if len(images) != len(labels):
+        raise MnistError(f"{labels_path}: {len(labels)} labels for {len(images)} images "
+                         f"in {images_path}")
+    if labels.size and labels.max() > 9:
+        raise MnistError(f"{labels_path}: label {int(labels.max())} out of range 0..9")
+    return images, labels
+
+
+def idx_paths(data_dir: Path) -> dict[str, Path]:
+    """The four IDX files in `data_dir` (each may be stored with or without .gz)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise MnistError(f"{data_dir}: not a folder; {HOW_TO_POINT}")
+    paths = {}
+    for key, stem in FILES.items():
+        candidates = [data_dir / (stem + ".gz"), data_dir / stem]
+        found = [p for p in candidates if p.is_file()]
+        if not found:
+            raise MnistError(f"{data_dir / stem}[.gz]: missing; {HOW_TO_POINT}")
+        paths[key] = found[0]
+    return paths
+
+
+def resolve_data_dir(data_dir=None) -> Path | None:
+    """The IDX folder chosen by argument or MNIST_DIR, or None for Keras's cache."""
+    chosen = data_dir or os.environ.get("MNIST_DIR")
+    return Path(chosen).expanduser() if chosen else None
+
+
+def keras_cache_path() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_official(data_dir: Path | None):
+    """((train_x, train_y), (test_x, test_y)) as uint8 arrays: the official 60k/10k."""
+    if data_dir is not None:
+        paths = idx_paths(data_dir)
+        return (read_idx_pair(paths["train_images"], paths["train_labels"]),
+                read_idx_pair(paths["test_images"], paths["test_labels"]))
+    import keras  # only here: the fallback costs a TensorFlow import
+    try:
+        return keras.datasets.mnist.load_data()
+    except Exception as err:  # offline download failures come in many types
+        raise MnistError(f"MNIST not found and Keras could not download it "
+                         f"({type(err).__name__}); {HOW_TO_POINT}") from None
+
+
+def split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx): a fixed, seeded, disjoint split of the official training set.
+
+    labels: (N,) uint8. The validation part is stratified (VAL_SIZE / 10 per class)
+    so every class is present; both index arrays are sorted.
+    """
+    rng = np.random.default_rng(SPLIT_SEED)
+    per_class = VAL_SIZE // 10
+    val = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class]
+                                  for c in range(10)]))
+    return np.setdiff1d(np.arange(len(labels)), val), val
+
+
+def load_mnist(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) uint8 of one split.
+
+    split: "train" (55,000), "val" (5,000, taken from the official training set
+    with a fixed seed) or "test" (the official 10,000, untouched).
+    """
+    if split not in SPLITS:
+        raise MnistError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    (train_x, train_y), (test_x, test_y) = _load_official(resolve_data_dir(data_dir))
+    if split == "test":
+        return test_x, test_y
+    train_idx, val_idx = split_indices(train_y)
+    idx = train_idx if split == "train" else val_idx
+    return train_x[idx], train_y[idx]
+
+
+def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuffle=None,
+                 seed: int = 0, data_dir=None, limit: int | None = None, augment=None,
+                 drop_remainder: bool = False):
+    """A tf.data pipeline over one split.
+
+    Yields (x, y): x float32 in [0, 1] of shape (B, 28, 28, 1), or (B, 784) when
+    `flat`; y int32 of shape (B,). Training shuffles by default with a seeded,
+    per-epoch reshuffle (the same seed gives the same batches in every run and in
+    both implementations). `limit` keeps the first N examples (quick runs, tests).
+    `augment` is an optional function (x_batch, y_batch) -> (x_batch, y_batch)
+    applied to training batches of shape (B, 28, 28, 1), before any flattening.
+    """
+    import tensorflow as tf
+
+    images, labels = load_mnist(split, data_dir)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    if shuffle is None:
+        shuffle = split == "train"
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32)[..., None] / 255.0, y),
+                num_parallel_calls=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    if flat:
+        ds = ds.map(lambda x, y: (tf.reshape(x, (-1, IMAGE_SIZE * IMAGE_SIZE)), y))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def add_data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    """The shared --data-dir option of every command line."""
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with the four MNIST IDX files (default: $MNIST_DIR, "
+                             "else Keras's download cache)")
+
+
+def file_digests(data_dir=None) -> dict[str, str]:
+    """SHA-256 of each source file's (uncompressed) content."""
+    resolved = resolve_data_dir(data_dir)
+    paths = list(idx_paths(resolved).values()) if resolved else [keras_cache_path()]
+    return {str(p): hashlib.sha256(open_maybe_gzip(p)).hexdigest() for p in paths}
+
+
+def class_counts(data_dir=None) -> dict[str, np.ndarray]:
+    """Per-class image counts (10,) of the official training set and of each split."""
+    (_, train_y), _ = _load_official(resolve_data_dir(data_dir))
+    counts = {"official train": np.bincount(train_y, minlength=10)}
+    for split in SPLITS:
+        counts[split] = np.bincount(load_mnist(split, data_dir)[1], minlength=10)
+    return counts
+
+
+def print_info(data_dir=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    counts = class_counts(data_dir)
+    table = Table(title="MNIST images per class")
+    table.add_column("digit", justify="right")
+    for name in counts:
+        table.add_column(name, justify="right")
+    for digit in range(10):
+        table.add_row(str(digit), *(f"{c[digit]:,}" for c in counts.values()))
+    table.add_row("total", *(f"{c.sum():,}" for c in counts.values()), style="bold")
+    console = Console()
+    console.print(table)
+    for path, digest in file_digests(data_dir).items():
+        console.print(f"sha256 {digest}  {path}", soft_wrap=True)
+
+
+def export_pngs(out_dir, count: int, invert: bool = False, data_dir=None) -> list[Path]:
+    """Write the first `count` test digits as example_input_<i>_<label>.png."""
+    from PIL import Image
+
+    images, labels = load_mnist("test", data_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(min(count, len(labels))):
+        pixels = 255 - images[i] if invert else images[i]
+        path = out_dir / f"example_input_{i}_{labels[i]}.png"
+        Image.fromarray(pixels).save(path)
+        written.append(path)
+    return written
+
+
+def run_cli(main):
+    """Run a CLI entry point: bad data or a missing file ends it with one line, exit 2."""
+    try:
+        return main()
+    except (MnistError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m keras_impl.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--info", action="store_true",
+                        help="per-split and per-class counts and a SHA-256 per file")
+    parser.add_argument("--export-png", metavar="DIR", help="write test digits as PNGs")
+    parser.add_argument("--count", type=int, default=10, help="how many PNGs (default 10)")
+    parser.add_argument("--invert", action="store_true",
+                        help="black digits on white, as people draw them")
+    add_data_dir_arg(parser)
+    args = parser.parse_args(argv)
+    if not (args.info or args.export_png):
+        parser.error("nothing to do: give --info or --export-png DIR")
+    if args.count < 1:
+        parser.error("--count must be at least 1")
+    if args.info:
+        print_info(args.data_dir)
+    if args.export_png:
+        written = export_pngs(args.export_png, args.count, args.invert, args.data_dir)
+        print(f"wrote {len(written)} PNGs to {args.export_png}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
