@@ -1,11 +1,351 @@
-"""twinnet's main job: train the NumPy and the Keras model side by side (not yet implemented)."""
+"""twinnet's main job: the NumPy and the Keras model of each zoo architecture, side by side.
+
+    python compare.py [--model fc128 convnet] [--epochs 2] [--json FILE] ...
+        1. parameter tables (NumPy count, Keras count, formula); a mismatch exits 1
+        2. identical start: Keras's initial weights copied into the NumPy model
+        3. gradient agreement on one batch, float64 and float32
+        4. lockstep: K optimiser steps on identical batches, both losses after every step
+        5. full training on the same tf.data batches: seconds per epoch, accuracies
+        6. rich tables, TensorBoard (runs/compare-<time>/numpy and /keras), compare.png, JSON
+
+    python compare.py params [--model NAME ... | --all | --hidden N]
+    python compare.py gradcheck [--model NAME ...]
+    python compare.py bench [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from scratch import famous, zoo
+
+DEFAULT_MODELS = ["fc128", "convnet"]
+COMMANDS = ("run", "params", "gradcheck", "bench")
+console = Console()
 
 
-def main() -> int:
-    print("compare.py is not yet implemented: see `python -m keras_impl.data --info` for now.",
-          file=sys.stderr)
-    return 1
+class ComparisonError(Exception):
+    """The two implementations disagree where they must not (e.g. parameter counts)."""
+
+
+def zoo_name(text: str) -> str:
+    """argparse type: a zoo model name."""
+    try:
+        zoo.architecture(text)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(err.args[0]) from None
+    return text
+
+
+# --- 1. parameter tables -------------------------------------------------------
+
+
+def param_comparison(name: str) -> dict:
+    """Per-layer counts of both implementations next to the zoo formula; raises on mismatch."""
+    from keras_impl.layout import arch_layers
+    from keras_impl.model import build_twinnet
+    from scratch.model import build_model
+
+    numpy_rows = build_model(name).param_table()
+    keras_layers = arch_layers(build_twinnet(name))
+    rows = []
+    for spec_row, numpy_row, keras_layer in zip(zoo.param_rows(name), numpy_rows, keras_layers):
+        keras_count = sum(int(v.numpy().size) for v in keras_layer.trainable_weights)
+        rows.append({"layer": spec_row.layer, "output_shape": list(spec_row.output_shape),
+                     "formula": spec_row.formula, "numpy": numpy_row.count,
+                     "keras": keras_count})
+    totals = {"numpy": sum(r["numpy"] for r in rows), "keras": sum(r["keras"] for r in rows)}
+    bad = [r["layer"] for r in rows if not r["numpy"] == r["keras"] == zoo_count(r, name)]
+    if bad or len(rows) != len(zoo.param_rows(name)):
+        raise ComparisonError(f"{name}: parameter counts differ in {', '.join(bad) or 'layers'}")
+    return {"rows": rows, "totals": totals}
+
+
+def zoo_count(row: dict, name: str) -> int:
+    return next(r.count for r in zoo.param_rows(name) if r.layer == row["layer"])
+
+
+def print_param_table(name: str, table: dict) -> None:
+    out = Table(title=f"{name}: trainable parameters")
+    for column in ("layer", "output shape", "formula", "NumPy", "Keras"):
+        out.add_column(column, justify="right" if column in ("NumPy", "Keras") else "left")
+    for r in table["rows"]:
+        out.add_row(r["layer"], str(tuple(r["output_shape"])), r["formula"],
+                    f"{r['numpy']:,}", f"{r['keras']:,}")
+    out.add_row("total", "", "", f"{table['totals']['numpy']:,}",
+                f"{table['totals']['keras']:,}", style="bold")
+    console.print(out)
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table (what TensorBoard's text dashboard renders)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def params_command(args) -> dict:
+    names = args.model or (zoo.model_names() if args.all else [])
+    if args.hidden:
+        names += [f"fc{n}" for n in args.hidden]
+    names = names or DEFAULT_MODELS
+    tables = {}
+    for name in names:
+        tables[name] = param_comparison(name)
+        print_param_table(name, tables[name])
+    for n in args.hidden or []:
+        console.print(f"one hidden layer of n = {n}: 784*n + n + n*10 + 10 = 795*{n} + 10 = "
+                      f"{795 * n + 10:,}  (zoo fc{n}: {zoo.count_params(f'fc{n}'):,})")
+    complexity = Table(title="Complexity: zoo models next to famous networks")
+    for column in ("model", "input", "trainable parameters"):
+        complexity.add_column(column, justify="right" if column != "model" else "left")
+    famous_totals = {name: famous.famous_total(name) for name in famous.FAMOUS}
+    for name in zoo.model_names():
+        complexity.add_row(name, "28x28x1", f"{zoo.count_params(name):,}")
+    for name, total in famous_totals.items():
+        shape = "x".join(str(d) for d in famous.famous_input_shape(name))
+        complexity.add_row(name, shape, f"{total:,}")
+    console.print(complexity)
+    return {"models": {n: t["totals"]["numpy"] for n in tables for t in [tables[n]]},
+            "famous": famous_totals}
+
+
+# --- 3. and 4.: gradient agreement and lockstep ---------------------------------------
+
+
+def first_batch(args, name, batch_size=None):
+    from keras_impl.data import make_dataset
+
+    ds = make_dataset("train", batch_size or args.batch_size, flat=not zoo.has_conv(name),
+                      seed=args.seed, data_dir=args.data_dir, limit=args.limit)
+    return next(ds.as_numpy_iterator())
+
+
+def gradient_section(name, args) -> dict:
+    from keras_impl import twin
+
+    x, y = first_batch(args, name)
+    reports = {}
+    for dtype in ("float64", "float32"):
+        report = twin.gradient_agreement(twin.twin_pair(name, dtype, args.seed), x, y)
+        reports[dtype] = {"loss_numpy": report.loss_numpy, "loss_keras": report.loss_keras,
+                          "errors": report.errors, "max_error": report.max_error,
+                          "tolerance": report.tolerance, "passed": report.passed}
+    table = Table(title=f"{name}: NumPy vs TensorFlow gradients on one batch of {len(y)} "
+                        "(max relative error per variable)")
+    table.add_column("variable")
+    for dtype, rep in reports.items():
+        table.add_column(f"{dtype} (<= {rep['tolerance']:g})", justify="right")
+    for label in reports["float64"]["errors"]:
+        table.add_row(label, *(f"{rep['errors'][label]:.2e}" for rep in reports.values()))
+    table.add_row("loss NumPy / Keras",
+                  *(f"{r['loss_numpy']:.8f} / {r['loss_keras']:.8f}" for r in reports.values()))
+    table.add_row("verdict", *("[green]pass[/]" if r["passed"] else "[red]FAIL[/]"
+                               for r in reports.values()), style="bold")
+    console.print(table)
+    return reports
+
+
+def lockstep_section(name, args) -> dict:
+    from keras_impl import twin
+    from keras_impl.data import make_dataset
+
+    pair = twin.twin_pair(name, args.dtype, args.seed)
+    batches = make_dataset("train", args.batch_size, flat=not zoo.has_conv(name),
+                           seed=args.seed, data_dir=args.data_dir, limit=args.limit)
+    numpy_losses, keras_losses = twin.lockstep(pair, batches.repeat().as_numpy_iterator(),
+                                               args.optimizer, args.lr, args.lockstep_steps)
+    diffs = [abs(a - b) for a, b in zip(numpy_losses, keras_losses)]
+    console.print(f"{name}: lockstep {len(diffs)} {args.optimizer} steps ({args.dtype}, dropout "
+                  f"off): loss {numpy_losses[0]:.4f} -> NumPy {numpy_losses[-1]:.6f}, Keras "
+                  f"{keras_losses[-1]:.6f}; largest difference {max(diffs):.2e}")
+    return {"numpy": numpy_losses, "keras": keras_losses, "max_abs_diff": max(diffs),
+            "optimizer": args.optimizer, "dtype": args.dtype}
+
+
+# --- 5. full training on shared batches ---------------------------------------------
+
+
+def training_section(name, args) -> dict:
+    from keras_impl import twin
+    from keras_impl.sidebyside import train_side_by_side
+
+    pair = twin.twin_pair(name, "float32", args.seed)
+    return train_side_by_side(pair, args, console)
+
+
+# --- 6. outputs ----------------------------------------------------------------------
+
+
+def log_to_tensorboard(logdir: Path, name: str, result: dict) -> None:
+    import tensorflow as tf
+
+    for side in ("numpy", "keras"):
+        writer = tf.summary.create_file_writer(str(logdir / side))
+        with writer.as_default():
+            for step, loss in enumerate(result["lockstep"][side]):
+                tf.summary.scalar(f"{name}/lockstep_loss", loss, step=step)
+            for step, loss in enumerate(result["training"][side]["step_loss"]):
+                tf.summary.scalar(f"{name}/train_loss_per_step", loss, step=step)
+            for epoch, metrics in enumerate(result["training"][side]["epochs"], start=1):
+                for key, value in metrics.items():
+                    tf.summary.scalar(f"{name}/{key}", value, step=epoch)
+            table = result["params"]
+            tf.summary.text(f"{name}/parameters", markdown_table(
+                ["layer", "formula", "NumPy", "Keras"],
+                [[r["layer"], r["formula"], r["numpy"], r["keras"]] for r in table["rows"]]),
+                step=0)
+            grads = result["gradients"]
+            tf.summary.text(f"{name}/gradient_agreement", markdown_table(
+                ["variable", "float64 rel. error", "float32 rel. error"],
+                [[k, f"{grads['float64']['errors'][k]:.2e}", f"{grads['float32']['errors'][k]:.2e}"]
+                 for k in grads["float64"]["errors"]]), step=0)
+        writer.close()
+
+
+def save_figure(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(len(names), 4, figsize=(18, 3.6 * len(names)), squeeze=False)
+    colours = {"numpy": "tab:orange", "keras": "tab:blue"}
+    for row, name in zip(axes, names):
+        result = results[name]
+        training = result["training"]
+        for side, colour in colours.items():
+            row[0].plot(training[side]["step_loss"], color=colour, alpha=0.7, label=side)
+            epochs = range(1, len(training[side]["epochs"]) + 1)
+            row[1].plot(epochs, [e["val_accuracy"] for e in training[side]["epochs"]], "o-",
+                        color=colour, label=f"{side} validation")
+            row[1].plot(epochs, [e["train_accuracy"] for e in training[side]["epochs"]], "--",
+                        color=colour, label=f"{side} train")
+            row[2].plot(result["lockstep"][side], color=colour, label=side,
+                        linestyle="-" if side == "numpy" else ":")
+        row[0].set(title=f"{name}: training loss per step", xlabel="step", yscale="log")
+        row[1].set(title=f"{name}: accuracy per epoch", xlabel="epoch")
+        row[2].set(title=f"{name}: lockstep loss ({result['lockstep']['dtype']}, "
+                         f"max diff {result['lockstep']['max_abs_diff']:.1e})", xlabel="step")
+        seconds = [training[s]["seconds_per_epoch"] for s in colours]
+        row[3].bar(list(colours), seconds, color=list(colours.values()))
+        row[3].set(title=f"{name}: seconds per epoch", ylabel="s")
+        for ax in row[:3]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_command(args) -> dict:
+    started = datetime.now().strftime("%Y%m%d-%H%M%S")
+    logdir = Path(args.logdir) / f"compare-{started}"
+    results = {}
+    for name in args.model:
+        console.rule(f"[bold]{name}")
+        result = {"params": param_comparison(name)}
+        print_param_table(name, result["params"])
+        result["gradients"] = gradient_section(name, args)
+        result["lockstep"] = lockstep_section(name, args)
+        result["training"] = training_section(name, args)
+        log_to_tensorboard(logdir, name, result)
+        results[name] = result
+    figure = Path(args.figure)
+    save_figure(results, figure)
+    print_summary(results)
+    console.print(f"figure: {figure}\nTensorBoard: tensorboard --logdir {logdir}")
+    return {"logdir": str(logdir), "figure": str(figure), "models": results}
+
+
+def print_summary(results: dict) -> None:
+    table = Table(title="Summary")
+    for column in ("model", "params", "grad f64", "grad f32", "lockstep diff",
+                   "impl", "s/epoch", "images/s", "val acc", "test acc"):
+        table.add_column(column, justify="left" if column in ("model", "impl") else "right")
+    for name, r in results.items():
+        for side in ("numpy", "keras"):
+            t = r["training"][side]
+            first = side == "numpy"
+            table.add_row(
+                name if first else "", f"{r['params']['totals'][side]:,}",
+                f"{r['gradients']['float64']['max_error']:.1e}" if first else "",
+                f"{r['gradients']['float32']['max_error']:.1e}" if first else "",
+                f"{r['lockstep']['max_abs_diff']:.1e}" if first else "",
+                side, f"{t['seconds_per_epoch']:.2f}", f"{t['images_per_second']:,.0f}",
+                f"{t['epochs'][-1]['val_accuracy']:.4f}", f"{t['test_accuracy']:.4f}")
+    console.print(table)
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    argv = list(argv)
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
+    parser = argparse.ArgumentParser(prog=f"python compare.py {command}".replace(" run", ""),
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", type=zoo_name, default=None,
+                        help=f"zoo models (default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--json", help="write every number to this JSON file")
+    parser.add_argument("--data-dir", help="folder with the MNIST IDX files "
+                                           "(default: $MNIST_DIR, else Keras's download)")
+    if command == "params":
+        parser.add_argument("--all", action="store_true", help="every zoo model")
+        parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
+                            help="one-hidden-layer MLPs of N units (795N + 10)")
+    if command in ("run", "gradcheck"):
+        parser.add_argument("--batch-size", type=int, default=128)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--limit", type=int, help="use only the first N training images")
+    if command == "run":
+        parser.add_argument("--epochs", type=int, default=2)
+        parser.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
+        parser.add_argument("--lr", type=float, default=None,
+                            help="learning rate (default 0.001 for adam, 0.05 for sgd)")
+        parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                            help="precision of the lockstep part")
+        parser.add_argument("--lockstep-steps", type=int, default=50)
+        parser.add_argument("--logdir", default="runs")
+        parser.add_argument("--figure", default="compare.png")
+    if command == "bench":
+        parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args(argv)
+    args.command = command
+    if command == "run":
+        args.model = args.model or DEFAULT_MODELS
+        if args.lr is None:
+            args.lr = 0.001 if args.optimizer == "adam" else 0.05
+        for flag in ("epochs", "batch_size", "lockstep_steps"):
+            if getattr(args, flag) < 1:
+                parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    from keras_impl.data import MnistError
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    handlers = {"run": run_command, "params": params_command,
+                "gradcheck": lambda a: __import__("keras_impl.gradtable").gradtable.main(a, console),
+                "bench": lambda a: __import__("keras_impl.bench").bench.main(a, console)}
+    try:
+        output = handlers[args.command](args)
+    except (ComparisonError, MnistError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        Path(args.json).write_text(json.dumps(output, indent=1, default=float))
+        console.print(f"numbers: {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
