@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -113,7 +112,7 @@ def params_command(args) -> dict:
         shape = "x".join(str(d) for d in famous.famous_input_shape(name))
         complexity.add_row(name, shape, f"{total:,}")
     console.print(complexity)
-    return {"models": {n: t["totals"]["numpy"] for n in tables for t in [tables[n]]},
+    return {"models": {name: t["totals"]["numpy"] for name, t in tables.items()},
             "famous": famous_totals}
 
 
@@ -136,13 +135,15 @@ def gradient_section(name, args) -> dict:
     for dtype in ("float64", "float32"):
         report = twin.gradient_agreement(twin.twin_pair(name, dtype, args.seed), x, y)
         reports[dtype] = {"loss_numpy": report.loss_numpy, "loss_keras": report.loss_keras,
-                          "errors": report.errors, "max_error": report.max_error,
-                          "tolerance": report.tolerance, "passed": report.passed}
+                          "measure": twin.GRAD_MEASURE[dtype], "errors": report.errors,
+                          "elementwise": report.elementwise, "normwise": report.normwise,
+                          "max_error": report.max_error, "tolerance": report.tolerance,
+                          "passed": report.passed}
     table = Table(title=f"{name}: NumPy vs TensorFlow gradients on one batch of {len(y)} "
-                        "(max relative error per variable)")
+                        "(relative error per variable)")
     table.add_column("variable")
     for dtype, rep in reports.items():
-        table.add_column(f"{dtype} (<= {rep['tolerance']:g})", justify="right")
+        table.add_column(f"{dtype} {rep['measure']} (<= {rep['tolerance']:g})", justify="right")
     for label in reports["float64"]["errors"]:
         table.add_row(label, *(f"{rep['errors'][label]:.2e}" for rep in reports.values()))
     table.add_row("loss NumPy / Keras",
@@ -204,7 +205,7 @@ def log_to_tensorboard(logdir: Path, name: str, result: dict) -> None:
                 step=0)
             grads = result["gradients"]
             tf.summary.text(f"{name}/gradient_agreement", markdown_table(
-                ["variable", "float64 rel. error", "float32 rel. error"],
+                ["variable", "float64 elementwise rel. error", "float32 norm-wise rel. error"],
                 [[k, f"{grads['float64']['errors'][k]:.2e}", f"{grads['float32']['errors'][k]:.2e}"]
                  for k in grads["float64"]["errors"]]), step=0)
         writer.close()
@@ -330,15 +331,28 @@ def parse_args(argv):
     return args
 
 
+def gradcheck_command(args) -> dict:
+    from keras_impl import gradtable
+
+    return gradtable.main(args, console)
+
+
+def bench_command(args) -> dict:
+    from keras_impl import bench
+
+    return bench.main(args, console)
+
+
+COMMAND_HANDLERS = {"run": run_command, "params": params_command,
+                    "gradcheck": gradcheck_command, "bench": bench_command}
+
+
 def main(argv=None) -> int:
     from keras_impl.data import MnistError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    handlers = {"run": run_command, "params": params_command,
-                "gradcheck": lambda a: __import__("keras_impl.gradtable").gradtable.main(a, console),
-                "bench": lambda a: __import__("keras_impl.bench").bench.main(a, console)}
     try:
-        output = handlers[args.command](args)
+        output = COMMAND_HANDLERS[args.command](args)
     except (ComparisonError, MnistError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,267 @@
+"""The graders' `.h5`: a trained zoo model as a Sequential of built-in layers ending in softmax.
+
+    python -m keras_impl.export --model-path PATH(.keras|.h5) --h5 OUT.h5
+    python -m keras_impl.export --print-config-keys
+
+A grader runs `tensorflow.keras.models.load_model(file)` under TensorFlow 2.18
+with any Keras from 3.5 on, reads `net.input_shape` ((None, 784) for MLPs,
+(None, 28, 28, 1) for CNNs) and takes the argmax of `net.predict(x)`.
+
+Compatibility: Keras >= 3.13 writes config keys that Keras 3.5-3.12 reject
+(`quantization_config` on Dense, `input_axes`/`output_axes` on initializers,
+`ragged`/`optional` on InputLayer, `renorm*` on BatchNormalization). Rather than
+pin Keras, the export keeps in every serialized object's config only the keys
+Keras 3.5 itself writes for that class (`KERAS_3_5_CONFIG_KEYS`, the output of
+`--print-config-keys` under Keras 3.5; Keras reads back what it writes). It then
+proves nothing was lost: the running Keras must rebuild exactly the original
+model config from the file, so a key is dropped only when it holds the value
+Keras assumes anyway, and a model Keras 3.5 cannot express is refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import h5py
+import keras
+
+from keras_impl.data import run_cli
+from keras_impl.model import TwinNet, build_sequential, keras_layer
+from scratch import zoo
+
+MAX_BYTES = 500_000_000  # graders accept files under 500 MB
+H5_SUFFIXES = (".h5", ".hdf5")  # Keras picks the format by suffix
+
+# Keys Keras 3.5.0 writes, per class, for the probe model below (one layer of
+# every zoo kind, with L2). Made with, in a TF 2.18 venv holding Keras 3.5.0:
+#   python -m keras_impl.export --print-config-keys
+KERAS_3_5_CONFIG_KEYS = {
+    "BatchNormalization": (
+        "axis", "beta_constraint", "beta_initializer", "beta_regularizer", "center", "dtype",
+        "epsilon", "gamma_constraint", "gamma_initializer", "gamma_regularizer", "momentum",
+        "moving_mean_initializer", "moving_variance_initializer", "name", "scale",
+        "synchronized", "trainable"),
+    "Conv2D": (
+        "activation", "activity_regularizer", "bias_constraint", "bias_initializer",
+        "bias_regularizer", "data_format", "dilation_rate", "dtype", "filters", "groups",
+        "kernel_constraint", "kernel_initializer", "kernel_regularizer", "kernel_size", "name",
+        "padding", "strides", "trainable", "use_bias"),
+    "DTypePolicy": ("name",),
+    "Dense": (
+        "activation", "bias_constraint", "bias_initializer", "bias_regularizer", "dtype",
+        "kernel_constraint", "kernel_initializer", "kernel_regularizer", "name", "trainable",
+        "units", "use_bias"),
+    "Dropout": ("dtype", "name", "noise_shape", "rate", "seed", "trainable"),
+    "Flatten": ("data_format", "dtype", "name", "trainable"),
+    "GlorotUniform": ("seed",),
+    "InputLayer": ("batch_shape", "dtype", "name", "sparse"),
+    "L2": ("l2",),
+    "MaxPooling2D": ("data_format", "dtype", "name", "padding", "pool_size", "strides",
+                     "trainable"),
+    "Ones": (),
+    "Sequential": ("build_input_shape", "dtype", "layers", "name", "trainable"),
+    "Softmax": ("axis", "dtype", "name", "trainable"),
+    "Zeros": (),
+}
+
+
+class ExportError(ValueError):
+    """The model cannot be exported; the message is one line saying why."""
+
+
+def serialized_objects(node):
+    """Every serialized Keras object ({"class_name": ..., "config": {...}}) in a JSON tree.
+
+    Outer objects come first, and an object's config is walked only after the
+    caller has seen it, so the caller may edit that config in place.
+    """
+    if isinstance(node, dict):
+        if "class_name" in node and isinstance(node.get("config"), dict):
+            yield node
+        for value in node.values():
+            yield from serialized_objects(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from serialized_objects(item)
+
+
+def keras_3_5_config(model_config: dict) -> dict:
+    """`model_config` (the .h5 JSON, edited in place) with only the keys Keras 3.5 writes."""
+    for obj in serialized_objects(model_config):
+        known = KERAS_3_5_CONFIG_KEYS.get(obj["class_name"])
+        if known is None:
+            raise ExportError(f"no Keras 3.5 config keys recorded for {obj['class_name']}; "
+                              "add them to KERAS_3_5_CONFIG_KEYS (see --print-config-keys)")
+        for key in set(obj["config"]) - set(known):
+            del obj["config"][key]
+    return model_config
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def _difference(before, after, where: str = "config") -> str:
+    """Where two JSON-like trees first differ, e.g. "config.layers[2].config.units: 128 -> 64"."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted(before.keys() | after.keys()):
+            if before.get(key) != after.get(key):
+                return _difference(before.get(key), after.get(key), f"{where}.{key}")
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        for i, (b, a) in enumerate(zip(before, after)):
+            if b != a:
+                return _difference(b, a, f"{where}[{i}]")
+    return f"{where}: {before!r} -> {after!r}"
+
+
+def write_h5(model: keras.Sequential, path) -> None:
+    """Save a Sequential of built-in layers as an .h5 that Keras 3.5 and newer load.
+
+    Written to a temporary file beside `path`, its config rewritten with
+    `keras_3_5_config`, reloaded to check that every layer comes back with the
+    same model config, checked against MAX_BYTES, and only then moved onto `path`.
+    """
+    path = Path(path)
+    if path.suffix not in H5_SUFFIXES:
+        raise ExportError(f"{path}: expected a file name ending in .h5 (Keras loads by suffix)")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.h5")
+    try:
+        model.save(tmp)
+        with h5py.File(tmp, "r+") as f:
+            config = keras_3_5_config(json.loads(f.attrs["model_config"]))
+            f.attrs["model_config"] = json.dumps(config)
+        before = model.get_config()
+        try:
+            after = keras.models.load_model(tmp, compile=False).get_config()
+        except Exception as err:  # e.g. weights of a feature Keras 3.5 lacks
+            raise ExportError(f"{model.name} does not reload from Keras 3.5's config "
+                              f"({_first_line(err)})") from None
+        if after != before:
+            raise ExportError(f"{model.name} cannot be expressed in Keras 3.5's config "
+                              f"({_difference(before, after)})")
+        size = tmp.stat().st_size
+        if size >= MAX_BYTES:
+            raise ExportError(f"{path}: {size:,} bytes, graders accept under {MAX_BYTES:,}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _kernel_l2(layers) -> float:
+    """The L2 factor build_sequential put on the kernels (0.0 when none)."""
+    for layer in layers:
+        reg = getattr(layer, "kernel_regularizer", None)
+        if reg is not None:
+            return float(reg.l2)
+    return 0.0
+
+
+def zoo_source(model: keras.Model) -> tuple[str, float, list]:
+    """(zoo name, l2, the model's layers in zoo order) of a TwinNet or a build_sequential model.
+
+    A Sequential counts when its name is a zoo name and its layers are that
+    architecture's (optionally followed by the "probabilities" softmax of an
+    earlier export); anything else raises ExportError.
+    """
+    if isinstance(model, TwinNet):
+        return model.arch, model.l2, list(model.arch_layers)
+    if not isinstance(model, keras.Sequential):
+        raise ExportError(f"model {model.name!r} ({type(model).__name__}) is neither a TwinNet "
+                          "nor a Sequential from build_sequential")
+    try:
+        specs = zoo.architecture(model.name)
+    except KeyError as err:
+        raise ExportError(f"Sequential {model.name!r} is not a twinnet zoo model "
+                          f"({err.args[0]})") from None
+    layers = list(model.layers)
+    if layers and layers[-1].name == "probabilities":
+        layers.pop()
+    if len(layers) != len(specs):
+        raise ExportError(f"Sequential {model.name!r} has {len(layers)} layers, "
+                          f"zoo model {model.name} has {len(specs)}")
+    return model.name, _kernel_l2(layers), layers
+
+
+def export_h5(model: keras.Model, path) -> keras.Sequential:
+    """Write trained zoo model `model` as the graders' .h5 at `path`; returns what was written.
+
+    The file holds build_sequential(arch, l2, softmax=True) with `model`'s weights
+    copied layer by layer: input (None, 784) for MLPs or (None, 28, 28, 1) for
+    CNNs, softmax probabilities out. Raises ExportError when `model` is not a
+    twinnet zoo model or the file cannot be made compatible.
+    """
+    arch, l2, layers = zoo_source(model)
+    grader_model = build_sequential(arch, l2, softmax=True)
+    for i, (spec, source, target) in enumerate(zip(zoo.architecture(arch), layers,
+                                                   grader_model.layers)):
+        expected = {**keras_layer(spec, l2).get_config(), "name": source.name}
+        if source.get_config() != expected:
+            raise ExportError(f"{model.name}: layer {i} ({source.name}) is not zoo model {arch}'s "
+                              f"{spec.kind} ({_difference(expected, source.get_config())})")
+        target.set_weights(source.get_weights())
+    write_h5(grader_model, path)
+    return grader_model
+
+
+def probe_model() -> keras.Sequential:
+    """One layer of every zoo kind, with L2, plus the softmax: every class an export writes."""
+    specs = [zoo.conv(4), zoo.LayerSpec("batchnorm"), zoo.pool(2), zoo.FLATTEN,
+             zoo.dropout(0.5), zoo.dense(8), zoo.logits()]
+    return keras.Sequential([keras.Input(zoo.INPUT_SHAPE)]
+                            + [keras_layer(spec, l2=0.01) for spec in specs]
+                            + [keras.layers.Softmax()], name="probe")
+
+
+def written_config_keys() -> dict[str, list[str]]:
+    """Per class, the config keys the running Keras writes into an .h5 of `probe_model()`."""
+    keys: dict[str, set] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.h5"
+        probe_model().save(path)
+        with h5py.File(path, "r") as f:
+            for obj in serialized_objects(json.loads(f.attrs["model_config"])):
+                keys.setdefault(obj["class_name"], set()).update(obj["config"])
+    return {name: sorted(found) for name, found in sorted(keys.items())}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m keras_impl.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-path", help="trained model, .keras or .h5")
+    parser.add_argument("--h5", help="where to write the graders' .h5")
+    parser.add_argument("--print-config-keys", action="store_true",
+                        help="print, as JSON, the config keys this Keras writes per class "
+                             "(how KERAS_3_5_CONFIG_KEYS was made)")
+    args = parser.parse_args(argv)
+    if args.print_config_keys:
+        print(json.dumps({"keras": keras.__version__, "keys": written_config_keys()}))
+        return
+    if not (args.model_path and args.h5):
+        parser.error("give --model-path PATH and --h5 OUT.h5")
+    source, out = Path(args.model_path), Path(args.h5)
+    if not source.is_file():
+        parser.error(f"--model-path {source}: no such file")
+    if source.suffix not in (".keras", *H5_SUFFIXES):
+        parser.error(f"--model-path {source}: expected a .keras or .h5 file")
+    if out.suffix not in H5_SUFFIXES:
+        parser.error(f"--h5 {out}: expected a file name ending in .h5")
+    if not out.parent.is_dir():
+        parser.error(f"--h5 {out}: folder {out.parent} does not exist")
+    try:
+        model = keras.models.load_model(source, compile=False)
+    except Exception as err:  # corrupt files fail in many layers (zip, h5py, JSON, Keras)
+        parser.error(f"--model-path {source}: cannot load as a Keras model ({_first_line(err)})")
+    try:
+        written = export_h5(model, out)
+    except ExportError as err:
+        parser.error(f"--model-path {source}: {err}")
+    print(f"wrote {out}: {written.name}, input {written.input_shape}, softmax output, "
+          f"{out.stat().st_size:,} bytes")
+
+
+if __name__ == "__main__":
+    run_cli(main)

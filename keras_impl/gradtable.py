@@ -1,0 +1,61 @@
+"""`python compare.py gradcheck`: numeric vs NumPy vs TensorFlow gradients, one table.
+
+For every parameter array of every chosen zoo model (float64, a small random batch,
+L2 on): central differences against NumPy's backward pass on a sample of entries
+(`scratch.gradcheck`, dropout with a fixed mask), and NumPy's backward pass against
+TensorFlow's GradientTape on every entry (`keras_impl.twin`, dropout off).
+"""
+from __future__ import annotations
+
+import numpy as np
+from rich.table import Table
+
+from keras_impl import twin
+from scratch import gradcheck, zoo
+
+# Exactly representable in float32: keras.regularizers.L2 passes its factor through a
+# float32 tensor, which would round 1e-3 and cost the float64 comparison 8 digits.
+L2 = 2.0**-10
+ENTRIES = 20  # sampled entries per array for central differences
+NUMERIC_TOLERANCE = 1e-7
+
+
+def model_rows(name: str, seed: int, batch: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch, *zoo.INPUT_SHAPE))
+    if not zoo.has_conv(name):
+        x = x.reshape(batch, -1)
+    y = rng.integers(0, zoo.NUM_CLASSES, batch)
+    pair = twin.twin_pair(name, "float64", seed, l2=L2)
+    tf_errors = twin.gradient_agreement(pair, x, y).errors
+    numeric = gradcheck.model_gradient_errors(pair.numpy_model, x, y, ENTRIES, seed=seed)
+    rows = []
+    for (i, key, _), (layer, _, entries, numeric_error) in zip(pair.numpy_model.parameters(),
+                                                                numeric):
+        rows.append({"model": name, "layer": layer, "param": key, "entries": entries,
+                     "numeric_vs_numpy": numeric_error,
+                     "numpy_vs_tensorflow": tf_errors[f"{i}/{key}"]})
+    return rows
+
+
+def main(args, console) -> dict:
+    names = args.model or zoo.model_names()
+    table = Table(title="Gradient checks, float64, relative error |a-b|/max(|a|,|b|)")
+    for column in ("model", "layer", "param", "entries", "numeric vs NumPy",
+                   "NumPy vs TensorFlow"):
+        table.add_column(column, justify="right" if column == "entries" else "left")
+    rows = []
+    for name in names:
+        for row in model_rows(name, args.seed, min(args.batch_size, 4)):
+            rows.append(row)
+            marks = [f"{'[green]' if e <= tol else '[red]'}{e:.1e}[/]"
+                     for e, tol in ((row["numeric_vs_numpy"], NUMERIC_TOLERANCE),
+                                    (row["numpy_vs_tensorflow"], twin.GRAD_TOLERANCE["float64"]))]
+            table.add_row(name, row["layer"], row["param"], str(row["entries"]), *marks)
+    console.print(table)
+    worst_numeric = max(r["numeric_vs_numpy"] for r in rows)
+    worst_tf = max(r["numpy_vs_tensorflow"] for r in rows)
+    console.print(f"worst: numeric vs NumPy {worst_numeric:.1e} (<= {NUMERIC_TOLERANCE:g}), "
+                  f"NumPy vs TensorFlow {worst_tf:.1e} (<= {twin.GRAD_TOLERANCE['float64']:g})")
+    return {"rows": rows, "worst_numeric_vs_numpy": worst_numeric,
+            "worst_numpy_vs_tensorflow": worst_tf}

@@ -1,0 +1,141 @@
+"""compare.py: the same computation in both implementations, number for number."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import compare
+from keras_impl import layout, twin
+from scratch import zoo
+
+needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"),
+                                 reason="MNIST_DIR is not set (real MNIST needed)")
+
+
+def small_batch(name, n=8, seed=0):
+    """n random 'images' in [0, 1] (flat for MLPs) and labels covering several classes."""
+    rng = np.random.default_rng(seed)
+    shape = (n, 28, 28, 1) if zoo.has_conv(name) else (n, 784)
+    return rng.random(shape), rng.integers(0, 10, size=n).astype(np.int32)
+
+
+def test_layout_copies_every_weight_exactly():
+    pair = twin.twin_pair("tiny", "float64")
+    pairs = layout.paired_weights(pair.keras_model, pair.numpy_model)
+    assert len(pairs) == len(pair.keras_model.weights) == 8
+    for label, variable, layer, key in pairs:
+        assert np.array_equal(variable.numpy(), layer.params[key]), label
+
+
+def test_float64_pair_is_float64_even_after_a_float32_build():
+    # Keras fixes its global dtype policy the first time it is read; a float64 pair
+    # built afterwards must still hold float64 weights and compute a float64 loss.
+    twin.twin_pair("tiny", "float32")
+    pair = twin.twin_pair("tiny", "float64")
+    assert {w.dtype for w in pair.keras_model.weights} == {"float64"}
+    assert pair.loss_fn.dtype == "float64"
+    assert {p.dtype for _, _, p in pair.numpy_model.parameters()} == {np.dtype("float64")}
+
+
+def test_layout_rejects_a_different_architecture():
+    keras_model = twin.twin_pair("fc128").keras_model
+    with pytest.raises(ValueError, match="shape"):
+        layout.to_numpy(keras_model, twin.twin_pair("fc64").numpy_model)
+
+
+@pytest.mark.parametrize("name", ["fc128", "mlp500", "tiny", "convnet", "cnn3"])
+def test_float64_gradients_agree_for_every_zoo_model(name):
+    x, y = small_batch(name)
+    report = twin.gradient_agreement(twin.twin_pair(name, "float64", seed=1), x, y)
+    assert abs(report.loss_numpy - report.loss_keras) <= 1e-12 * max(1.0, report.loss_keras)
+    assert report.max_error <= 1e-7, report.errors  # GRAD_TOLERANCE["float64"]
+    assert len(report.errors) == 2 * sum(r.count > 0 for r in zoo.param_rows(name))
+
+
+def test_float64_gradients_agree_with_l2():
+    # keras.regularizers.L2 turns its Python-float factor into a float32 tensor before
+    # casting it to the kernel's dtype, so 1e-3 becomes 1.0000000475e-3 even in float64.
+    # A factor that float32 holds exactly (2**-10) makes both sides compute the same thing.
+    x, y = small_batch("fc64")
+    report = twin.gradient_agreement(twin.twin_pair("fc64", "float64", l2=2.0**-10), x, y)
+    assert report.max_error <= 1e-7, report.errors
+
+
+def test_float32_gradients_agree_within_float32_tolerance():
+    x, y = small_batch("convnet", n=16)
+    report = twin.gradient_agreement(twin.twin_pair("convnet", "float32"), x, y)
+    # Norm-wise in float32 (twin.GRAD_MEASURE explains why elementwise is meaningless there).
+    assert max(report.normwise.values()) <= 1e-4, report.normwise
+    assert report.passed
+
+
+def random_batches(name, n_batches, seed=0):
+    return [small_batch(name, n=16, seed=seed + i) for i in range(n_batches)]
+
+
+def test_lockstep_sgd_float64_stays_within_1e6_for_20_steps():
+    pair = twin.twin_pair("tiny", "float64")
+    numpy_losses, keras_losses = twin.lockstep(pair, random_batches("tiny", 20), "sgd", 0.1, 20,
+                                               momentum=0.9)
+    assert len(numpy_losses) == 20
+    assert max(abs(a - b) for a, b in zip(numpy_losses, keras_losses)) <= 1e-6
+    assert numpy_losses[-1] != numpy_losses[0]  # the models did move
+
+
+def test_lockstep_adam_float32_stays_within_1e4_for_20_steps():
+    pair = twin.twin_pair("fc128", "float32")
+    numpy_losses, keras_losses = twin.lockstep(pair, random_batches("fc128", 20), "adam", 1e-3,
+                                               20)
+    # float32 rounding differs between the two matmul libraries and grows with the
+    # number of steps; 1e-4 on a loss of order 1 is far below any real disagreement.
+    assert max(abs(a - b) for a, b in zip(numpy_losses, keras_losses)) <= 1e-4
+
+
+def test_params_all_matches_published_counts(tmp_path, capsys):
+    out = tmp_path / "params.json"
+    assert compare.main(["params", "--all", "--hidden", "10", "300", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["models"] == {"fc128": 101_770, "mlp500": 545_810, "tiny": 1_765,
+                                "convnet": 34_826, "cnn3": 438_026,
+                                "fc10": 795 * 10 + 10, "fc300": 795 * 300 + 10}
+    assert result["famous"]["vgg16"] == 138_357_544
+    assert result["famous"]["alexnet"] == 60_965_224
+    assert result["famous"]["inception_v4"] == 42_679_816
+    assert "795*300 + 10 = 238,510" in capsys.readouterr().out
+
+
+def test_unknown_model_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(["params", "--model", "resnet"])
+    assert exit_info.value.code == 2
+    assert "unknown model 'resnet'" in capsys.readouterr().err
+
+
+@needs_mnist
+def test_end_to_end_run_on_a_subset(tmp_path):
+    out = tmp_path / "compare.json"
+    code = compare.main(["--model", "fc128", "tiny", "--epochs", "1", "--limit", "2048",
+                         "--lockstep-steps", "10", "--json", str(out),
+                         "--logdir", str(tmp_path / "runs"), "--figure",
+                         str(tmp_path / "compare.png")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
+    assert list((tmp_path / "runs").glob("compare-*/numpy/events.*"))
+    assert list((tmp_path / "runs").glob("compare-*/keras/events.*"))
+    for name, expected in (("fc128", 101_770), ("tiny", 1_765)):
+        r = result["models"][name]
+        assert r["params"]["totals"] == {"numpy": expected, "keras": expected}
+        assert r["gradients"]["float64"]["passed"] and r["gradients"]["float32"]["passed"]
+        assert len(r["lockstep"]["numpy"]) == len(r["lockstep"]["keras"]) == 10
+        assert r["lockstep"]["max_abs_diff"] < 1e-3
+        for side in ("numpy", "keras"):
+            t = r["training"][side]
+            assert len(t["epochs"]) == 1 and len(t["step_loss"]) == 16  # 2048 / 128
+            assert t["seconds_per_epoch"] > 0 and t["images_per_second"] > 0
+            assert 0.1 < t["test_accuracy"] <= 1.0
+        assert 0 <= r["training"]["pipeline_share"] < 1
+    # fc128 learns something from 2,048 images in one epoch, in both implementations.
+    assert result["models"]["fc128"]["training"]["numpy"]["test_accuracy"] > 0.7
+    assert result["models"]["fc128"]["training"]["keras"]["test_accuracy"] > 0.7
