@@ -216,28 +216,34 @@ def save_figure(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = list(results)
     fig, axes = plt.subplots(len(names), 4, figsize=(18, 3.6 * len(names)), squeeze=False)
-    colours = {"numpy": "tab:orange", "keras": "tab:blue"}
+    style = {"numpy": {"color": "tab:orange", "linestyle": "-"},
+             "keras": {"color": "tab:blue", "linestyle": "--"}}  # dashed: both stay visible
     for row, name in zip(axes, names):
         result = results[name]
-        training = result["training"]
-        for side, colour in colours.items():
-            row[0].plot(training[side]["step_loss"], color=colour, alpha=0.7, label=side)
+        training, lockstep = result["training"], result["lockstep"]
+        for side, kw in style.items():
+            row[0].plot(training[side]["step_loss"], alpha=0.8, label=side, **kw)
             epochs = range(1, len(training[side]["epochs"]) + 1)
-            row[1].plot(epochs, [e["val_accuracy"] for e in training[side]["epochs"]], "o-",
-                        color=colour, label=f"{side} validation")
-            row[1].plot(epochs, [e["train_accuracy"] for e in training[side]["epochs"]], "--",
-                        color=colour, label=f"{side} train")
-            row[2].plot(result["lockstep"][side], color=colour, label=side,
-                        linestyle="-" if side == "numpy" else ":")
+            row[1].plot(epochs, [e["val_accuracy"] for e in training[side]["epochs"]],
+                        marker="o", label=f"{side} validation", **kw)
+            row[1].plot(epochs, [e["train_accuracy"] for e in training[side]["epochs"]],
+                        marker="x", alpha=0.6, label=f"{side} train", **kw)
+            row[2].plot(lockstep[side], label=side, **kw)
+        diff = row[2].twinx()
+        diff.semilogy([abs(a - b) for a, b in zip(lockstep["numpy"], lockstep["keras"])],
+                      color="grey", linewidth=0.8, label="|difference|")
+        diff.set_ylabel("|NumPy - Keras|", color="grey")
         row[0].set(title=f"{name}: training loss per step", xlabel="step", yscale="log")
         row[1].set(title=f"{name}: accuracy per epoch", xlabel="epoch")
-        row[2].set(title=f"{name}: lockstep loss ({result['lockstep']['dtype']}, "
-                         f"max diff {result['lockstep']['max_abs_diff']:.1e})", xlabel="step")
-        seconds = [training[s]["seconds_per_epoch"] for s in colours]
-        row[3].bar(list(colours), seconds, color=list(colours.values()))
+        row[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        row[2].set(title=f"{name}: lockstep loss ({lockstep['dtype']}, "
+                         f"max diff {lockstep['max_abs_diff']:.1e})", xlabel="step")
+        seconds = [training[side]["seconds_per_epoch"] for side in style]
+        row[3].bar(list(style), seconds, color=[kw["color"] for kw in style.values()])
         row[3].set(title=f"{name}: seconds per epoch", ylabel="s")
         for ax in row[:3]:
             ax.legend(fontsize=8)
@@ -267,22 +273,26 @@ def run_command(args) -> dict:
 
 
 def print_summary(results: dict) -> None:
-    table = Table(title="Summary")
-    for column in ("model", "params", "grad f64", "grad f32", "lockstep diff",
-                   "impl", "s/epoch", "images/s", "val acc", "test acc"):
-        table.add_column(column, justify="left" if column in ("model", "impl") else "right")
+    checks = Table(title="Cross-checks")
+    for column in ("model", "params NumPy = Keras", "grad float64", "grad float32",
+                   "lockstep max diff"):
+        checks.add_column(column, justify="left" if column == "model" else "right")
+    training = Table(title="Training on the same batches")
+    for column in ("model", "impl", "s/epoch", "images/s", "val acc", "test acc"):
+        training.add_column(column, justify="left" if column in ("model", "impl") else "right")
     for name, r in results.items():
+        grads = r["gradients"]
+        checks.add_row(name, f"{r['params']['totals']['numpy']:,}",
+                       *(f"{grads[d]['max_error']:.1e} {'ok' if grads[d]['passed'] else 'FAIL'}"
+                         for d in ("float64", "float32")),
+                       f"{r['lockstep']['max_abs_diff']:.1e}")
         for side in ("numpy", "keras"):
             t = r["training"][side]
-            first = side == "numpy"
-            table.add_row(
-                name if first else "", f"{r['params']['totals'][side]:,}",
-                f"{r['gradients']['float64']['max_error']:.1e}" if first else "",
-                f"{r['gradients']['float32']['max_error']:.1e}" if first else "",
-                f"{r['lockstep']['max_abs_diff']:.1e}" if first else "",
-                side, f"{t['seconds_per_epoch']:.2f}", f"{t['images_per_second']:,.0f}",
-                f"{t['epochs'][-1]['val_accuracy']:.4f}", f"{t['test_accuracy']:.4f}")
-    console.print(table)
+            training.add_row(name if side == "numpy" else "", side,
+                             f"{t['seconds_per_epoch']:.2f}", f"{t['images_per_second']:,.0f}",
+                             f"{t['epochs'][-1]['val_accuracy']:.4f}", f"{t['test_accuracy']:.4f}")
+    console.print(checks)
+    console.print(training)
 
 
 # --- command line ------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Keras builders for the zoo architectures declared in `scratch.zoo`.
 
 `build_sequential(name)`: the course's Sequential baseline, starting from `keras.Input`.
+`TwinNet(arch)` / `build_twinnet(name)`: the subclassed model of the custom training
+loop, layer for layer the NumPy model (`arch_layers[i]` is zoo spec i).
+`batch_input_shape(model)`: (None, 784) or (None, 28, 28, 1) for either kind of model.
 """
 from __future__ import annotations
 
@@ -48,3 +51,65 @@ def build_sequential(name: str, l2: float = 0.0, softmax: bool = False) -> keras
     if softmax:
         layers.append(keras.layers.Softmax(name="probabilities"))
     return keras.Sequential(layers, name=name)
+
+
+@keras.saving.register_keras_serializable(package="twinnet")
+class TwinNet(keras.Model):
+    """The subclassed Keras model of zoo architecture `arch`, returning logits.
+
+    `arch_layers[i]` is the built-in Keras layer of zoo spec i, named
+    f"{spec.kind}_{i}" like row i of `zoo.param_rows` and layer i of the NumPy
+    model. `flat` chooses (None, 784) input instead of (None, 28, 28, 1); by
+    default MLPs are flat and CNNs take images.
+
+    `get_config` is explicit: Keras 3's automatic config records the `__init__`
+    defaults, so an fc37 with l2=1e-4 would come back as something else.
+    """
+
+    def __init__(self, arch: str, l2: float = 0.0, flat: bool | None = None, **kwargs):
+        kwargs.setdefault("name", arch)
+        super().__init__(**kwargs)
+        self.arch = arch
+        self.l2 = float(l2)
+        self.flat = (not zoo.has_conv(arch)) if flat is None else bool(flat)
+        self.arch_layers = [keras_layer(spec, self.l2, name=f"{spec.kind}_{i}")
+                            for i, spec in enumerate(zoo.architecture(arch))]
+
+    def build(self, input_shape):
+        # Explicit, so `.keras` loading (which calls build with the saved input
+        # shape) creates every layer's weights before assigning them.
+        shape = tuple(input_shape)
+        for layer in self.arch_layers:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, x, training=False):
+        for layer in self.arch_layers:
+            x = layer(x, training=training)
+        return x
+
+    def get_config(self):
+        return {"arch": self.arch, "l2": self.l2, "flat": self.flat,
+                "name": self.name, "trainable": self.trainable}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_twinnet(name: str, l2: float = 0.0, flat: bool | None = None) -> TwinNet:
+    """A TwinNet with its weights created for its input shape (so `count_params` works)."""
+    model = TwinNet(name, l2=l2, flat=flat)
+    model.build((None, *input_shape(name, model.flat)))
+    return model
+
+
+def batch_input_shape(model: keras.Model) -> tuple:
+    """The input shape with batch dimension, (None, 784) or (None, 28, 28, 1).
+
+    A TwinNet knows it from its architecture (subclassed models have no
+    `input_shape`); Sequential and Functional models from their `keras.Input`.
+    """
+    if isinstance(model, TwinNet):
+        return (None, *input_shape(model.arch, model.flat))
+    return tuple(model.input_shape)

@@ -78,12 +78,12 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
                                                         f"Keras {loss_tf:.3f}")
             progress.remove_task(task)
             keras_train = train_metrics.result()
-            train = {"numpy": (tally[0] / tally[2], tally[1] / tally[2]),
+            train_scores = {"numpy": (tally[0] / tally[2], tally[1] / tally[2]),
                      "keras": (keras_train["loss"], keras_train["accuracy"])}
             evaluations = {"numpy": numpy_evaluate(pair.numpy_model, val.as_numpy_iterator()),
                            "keras": keras_evaluate(test_step, eval_metrics, val)}
             for side, record in sides.items():
-                train_loss, train_acc = train[side]
+                train_loss, train_acc = train_scores[side]
                 val_loss, val_acc = evaluations[side]
                 record["seconds"].append(spent[side])
                 record["epochs"].append({"train_loss": train_loss,

@@ -1,4 +1,15 @@
 """twinnet.scratch: the NumPy engine (hand-written forward and backward passes).
 
 Pure NumPy: nothing in this package may import TensorFlow or Keras.
+
+    zoo        the architectures, declared once as data (shared with keras_impl)
+    famous     LeNet-5, AlexNet, VGG-16, Inception-v4 as data, for parameter tables
+    layers     dense, relu, flatten, dropout, conv2d, maxpool2d: forward/backward + classes
+    losses     softmax cross-entropy from logits, the L2 penalty
+    optim      SGD (momentum, Nesterov) and Adam with Keras's update formulas
+    model      build_model(name) -> Model; parameter tables; save_npz / load_npz
+    gradcheck  central differences against the hand-written gradients
+    train      the training loops and `python -m scratch.train`
+    blas       how many threads NumPy's matrix products use
+    reference  naive loop versions of conv2d and maxpool2d (what the tests compare to)
 """

@@ -1,0 +1,386 @@
+"""NumPy layers with hand-written backward passes and Keras's semantics.
+
+Functional core, in the style of CS231n's layers.py:
+
+    <layer>_forward(x, ...)  -> (out, cache)
+    <layer>_backward(dout, cache) -> grads
+
+`grads["x"]` is dL/dx and every other key is dL/d(parameter) under the Keras
+variable name ("kernel", "bias"). Layout as in Keras: activations NHWC
+(N, H, W, C), convolution kernels HWIO (KH, KW, C_in, C_out), dense kernels
+(D_in, D_out). Shapes in the docstrings use these letters.
+
+The thin classes at the bottom (Dense, Conv2D, MaxPool2D, Flatten, ReLU,
+Dropout) keep `params` and `grads` dicts around the functional core. Nothing
+here ever changes a weight: `backward` only fills `grads`, the optimizer
+updates. The naive loop versions that the tests compare against live in
+`scratch.reference`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# --- dense ---------------------------------------------------------------
+
+
+def dense_forward(x, params):
+    """Affine map out = x @ kernel + bias.
+
+    x: (N, D); params["kernel"]: (D, M), params["bias"]: (M,).
+    Returns out (N, M) and cache (x, kernel).
+    """
+    out = x @ params["kernel"]
+    out += params["bias"]
+    return out, (x, params["kernel"])
+
+
+def dense_backward(dout, cache, input_grad=True):
+    """dout: (N, M). Returns {"x": (N, D), "kernel": (D, M), "bias": (M,)}.
+
+    input_grad=False skips dL/dx (the first layer of a network needs none).
+    """
+    x, kernel = cache
+    grads = {"kernel": x.T @ dout, "bias": dout.sum(axis=0)}
+    if input_grad:
+        grads["x"] = dout @ kernel.T
+    return grads
+
+
+# --- relu ----------------------------------------------------------------
+
+
+def relu_forward(x, inplace=False):
+    """out = max(x, 0) elementwise; x: any shape. Returns out (same shape) and cache out.
+
+    inplace=True overwrites x (for a fresh pre-activation nobody else holds).
+    """
+    out = np.maximum(x, 0, out=x if inplace else None)
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """dout: same shape as the output. Returns {"x": dout * (out > 0)}.
+
+    At exactly 0 the gradient is 0, as in TensorFlow's ReluGrad (which also
+    multiplies by the mask; np.where would be several times slower).
+    """
+    return {"x": dout * (cache > 0)}
+
+
+# --- flatten -------------------------------------------------------------
+
+
+def flatten_forward(x):
+    """x: (N, ...) -> out (N, prod(...)) in row-major (NHWC) order, like keras Flatten."""
+    return x.reshape(len(x), -1), x.shape
+
+
+def flatten_backward(dout, cache):
+    """dout: (N, D). Returns {"x": dout reshaped to the input shape}."""
+    return {"x": dout.reshape(cache)}
+
+
+# --- dropout -------------------------------------------------------------
+
+
+def dropout_forward(x, rate, training, rng):
+    """Inverted dropout: in training, keep each value with probability 1 - rate
+    and scale it by 1 / (1 - rate); at inference, the identity (like keras Dropout).
+
+    x: any shape; rng: a numpy Generator. Returns out (same shape) and cache,
+    the scaled mask (same shape, 0 or 1/(1-rate)) or None for the identity.
+    """
+    if not training or rate == 0:
+        return x, None
+    mask = rng.random(x.shape, dtype=x.dtype) >= rate
+    scale = mask * x.dtype.type(1 / (1 - rate))
+    return x * scale, scale
+
+
+def dropout_backward(dout, cache):
+    """dout: same shape as x. Returns {"x": dout * scaled mask}."""
+    return {"x": dout if cache is None else dout * cache}
+
+
+# --- conv2d --------------------------------------------------------------
+
+
+def same_padding(kernel_size):
+    """(before, after) zero padding of TensorFlow's 'same' at stride 1.
+
+    TF pads kernel_size - 1 in total and puts the odd one at the end
+    (bottom/right), so a 4x4 kernel gets 1 row above and 2 below.
+    """
+    total = kernel_size - 1
+    return total // 2, total - total // 2
+
+
+def pad_input(x, kh, kw, padding):
+    """x (N, H, W, C) zero-padded for `padding` ("valid": unchanged; "same": TF's rule)."""
+    if padding == "valid":
+        return x
+    if padding != "same":
+        raise ValueError(f"padding {padding!r}: expected 'valid' or 'same'")
+    return np.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
+
+
+def im2col(xp, kh, kw):
+    """Every KH x KW patch of xp as one row.
+
+    xp: (N, Hp, Wp, C). Returns cols (N*Ho*Wo, KH*KW*C), Ho = Hp-KH+1, Wo = Wp-KW+1,
+    each row ordered (kh, kw, c) like a HWIO kernel reshaped to (KH*KW*C, C_out).
+    One sliding-window view per kernel row keeps the channel axis innermost
+    while copying, which is faster than copying the full 6-d view at once.
+    """
+    n, hp, wp, c = xp.shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    cols = np.empty((n, ho, wo, kh, kw, c), dtype=xp.dtype)
+    for i in range(kh):
+        # (N, Ho, Wo, C, KW) view -> (N, Ho, Wo, KW, C)
+        window = sliding_window_view(xp[:, i:i + ho], kw, axis=2)
+        cols[:, :, :, i] = window.transpose(0, 1, 2, 4, 3)
+    return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def col2im(dcols, xp_shape, kh, kw):
+    """The adjoint of im2col: add every row's patch back where it came from.
+
+    dcols: (N*Ho*Wo, KH*KW*C). Returns dxp (N, Hp, Wp, C). The loop runs over the
+    KH*KW kernel offsets, each adding one whole shifted (N, Ho, Wo, C) block.
+    """
+    n, hp, wp, c = xp_shape
+    ho, wo = hp - kh + 1, wp - kw + 1
+    patches = dcols.reshape(n, ho, wo, kh, kw, c)
+    dxp = np.zeros(xp_shape, dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i:i + ho, j:j + wo] += patches[:, :, :, i, j]
+    return dxp
+
+
+def conv2d_forward(x, params, padding="valid"):
+    """2-d cross-correlation (no kernel flip, as in Keras), stride 1.
+
+    x: (N, H, W, C); params["kernel"]: (KH, KW, C, F), params["bias"]: (F,).
+    padding: "valid" (Ho = H-KH+1) or "same" (Ho = H, TensorFlow's padding rule).
+    Returns out (N, Ho, Wo, F) and cache (cols, padded input shape, kernel, padding).
+    """
+    kernel = params["kernel"]
+    kh, kw, c, f = kernel.shape
+    if x.shape[-1] != c:
+        raise ValueError(f"conv2d input has {x.shape[-1]} channels, kernel expects {c}")
+    xp = pad_input(x, kh, kw, padding)
+    n, hp, wp, _ = xp.shape
+    cols = im2col(xp, kh, kw)
+    out = cols @ kernel.reshape(kh * kw * c, f)
+    out += params["bias"]
+    return out.reshape(n, hp - kh + 1, wp - kw + 1, f), (cols, xp.shape, kernel, padding)
+
+
+def conv2d_backward(dout, cache, input_grad=True):
+    """dout: (N, Ho, Wo, F). Returns {"x": (N, H, W, C), "kernel": (KH, KW, C, F), "bias": (F,)}.
+
+    dkernel = cols^T @ dout and dx = col2im(dout @ kernel^T): the two matmuls
+    of the forward pass, transposed. input_grad=False skips dL/dx.
+    """
+    cols, xp_shape, kernel, padding = cache
+    kh, kw, c, f = kernel.shape
+    dout2d = dout.reshape(-1, f)
+    grads = {"kernel": (cols.T @ dout2d).reshape(kernel.shape), "bias": dout2d.sum(axis=0)}
+    if input_grad:
+        dxp = col2im(dout2d @ kernel.reshape(kh * kw * c, f).T, xp_shape, kh, kw)
+        if padding == "same":
+            (top, _), (left, _) = same_padding(kh), same_padding(kw)
+            h, w = xp_shape[1] - kh + 1, xp_shape[2] - kw + 1
+            dxp = dxp[:, top:top + h, left:left + w]
+        grads["x"] = dxp
+    return grads
+
+
+# --- maxpool2d -----------------------------------------------------------
+
+
+def pool_windows(x, pool_size):
+    """x (N, H, W, C) as a view (N, Ho, p, Wo, p, C) of its pool windows:
+    [n, i, a, j, b, c] = x[n, i*p + a, j*p + b, c]. Rows and columns that do not
+    fill a window are left out (Keras's 'valid'); splitting axes needs no copy."""
+    p = pool_size
+    n, h, w, c = x.shape
+    ho, wo = h // p, w // p
+    return x[:, :ho * p, :wo * p].reshape(n, ho, p, wo, p, c)
+
+
+def maxpool2d_forward(x, pool_size=2):
+    """Max over non-overlapping pool_size x pool_size windows (stride = pool_size).
+
+    x: (N, H, W, C). Returns out (N, H//p, W//p, C) and cache (x, out, pool_size).
+    Leftover rows and columns are dropped, like Keras's 'valid'. Two elementwise
+    maximum passes, over window rows then window columns, instead of a slow
+    reduction over two non-adjacent axes.
+    """
+    windows = pool_windows(x, pool_size)
+    rows_max = windows[:, :, 0].copy()  # (N, Ho, Wo, p, C)
+    for a in range(1, pool_size):
+        np.maximum(rows_max, windows[:, :, a], out=rows_max)
+    out = rows_max[:, :, :, 0].copy()  # (N, Ho, Wo, C)
+    for b in range(1, pool_size):
+        np.maximum(out, rows_max[:, :, :, b], out=out)
+    return out, (x, out, pool_size)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout: (N, Ho, Wo, C). Returns {"x": (N, H, W, C)}.
+
+    Each window's gradient goes to its FIRST maximum in row-major order, as in
+    TensorFlow's MaxPoolGrad, so ties (common after a ReLU: windows of zeros)
+    never double it; dropped rows and columns get 0.
+    """
+    x, out, p = cache
+    is_max = pool_windows(x, p) == out[:, :, None, :, None, :]  # (N, Ho, p, Wo, p, C)
+    taken = is_max[:, :, 0, :, 0].copy()  # window's maximum already claimed
+    for a in range(p):
+        for b in range(p):
+            if a or b:  # keep a maximum only if no earlier one in the window claimed it
+                here = is_max[:, :, a, :, b]
+                here &= ~taken
+                taken |= here
+    if x.shape[1] % p == 0 and x.shape[2] % p == 0:
+        dx = np.multiply(is_max, dout[:, :, None, :, None, :], dtype=x.dtype)
+        return {"x": dx.reshape(x.shape)}
+    dx = np.zeros_like(x)
+    np.multiply(is_max, dout[:, :, None, :, None, :], out=pool_windows(dx, p))
+    return {"x": dx}
+
+
+# --- layer classes -------------------------------------------------------
+
+
+class Layer:
+    """A layer object: `params` and `grads` dicts keyed by Keras variable names.
+
+    forward(x, training) -> out keeps what backward needs; backward(dout) -> dx
+    fills `grads` (same keys and shapes as `params`) and never touches `params`.
+    `input_grad = False` (set on a network's first layer) lets backward skip dx.
+    """
+
+    regularized = False  # kernel takes part in the L2 penalty
+    input_grad = True
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.cache = None
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.name}{': ' if shapes else ''}{shapes})"
+
+
+class _Affine(Layer):
+    """Shared code of Dense and Conv2D: an affine map with an optional ReLU."""
+
+    regularized = True
+
+    def __init__(self, kernel, bias, activation=None, name=""):
+        super().__init__(name)
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation {activation!r}: expected None or 'relu'")
+        self.params = {"kernel": kernel, "bias": bias}
+        self.activation = activation
+        self.relu_cache = None
+
+    def forward(self, x, training=False):
+        out, self.cache = self._forward(x)
+        if self.activation == "relu":
+            out, self.relu_cache = relu_forward(out, inplace=True)
+        return out
+
+    def backward(self, dout):
+        if self.activation == "relu":
+            dout = relu_backward(dout, self.relu_cache)["x"]
+        grads = self._backward(dout)
+        dx = grads.pop("x", None)
+        self.grads = grads
+        return dx
+
+
+class Dense(_Affine):
+    """Dense layer: kernel (D, M), bias (M,), optional ReLU; x (N, D) -> (N, M)."""
+
+    def _forward(self, x):
+        return dense_forward(x, self.params)
+
+    def _backward(self, dout):
+        return dense_backward(dout, self.cache, self.input_grad)
+
+
+class Conv2D(_Affine):
+    """Conv2D layer: kernel (KH, KW, C, F), bias (F,), stride 1, 'valid' or 'same',
+    optional ReLU; x (N, H, W, C) -> (N, Ho, Wo, F)."""
+
+    def __init__(self, kernel, bias, padding="valid", activation=None, name=""):
+        super().__init__(kernel, bias, activation, name)
+        self.padding = padding
+
+    def _forward(self, x):
+        return conv2d_forward(x, self.params, self.padding)
+
+    def _backward(self, dout):
+        return conv2d_backward(dout, self.cache, self.input_grad)
+
+
+class MaxPool2D(Layer):
+    """Max pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C)."""
+
+    def __init__(self, pool_size=2, name=""):
+        super().__init__(name)
+        self.pool_size = pool_size
+
+    def forward(self, x, training=False):
+        out, self.cache = maxpool2d_forward(x, self.pool_size)
+        return out
+
+    def backward(self, dout):
+        return maxpool2d_backward(dout, self.cache)["x"]
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, D); a no-op on already flat (N, D) input."""
+
+    def forward(self, x, training=False):
+        out, self.cache = flatten_forward(x)
+        return out
+
+    def backward(self, dout):
+        return flatten_backward(dout, self.cache)["x"]
+
+
+class ReLU(Layer):
+    """Standalone ReLU (Dense and Conv2D apply theirs themselves, like Keras)."""
+
+    def forward(self, x, training=False):
+        out, self.cache = relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        return relu_backward(dout, self.cache)["x"]
+
+
+class Dropout(Layer):
+    """Inverted dropout with its own numpy Generator `rng` (seeded by the model)."""
+
+    def __init__(self, rate, rng, name=""):
+        super().__init__(name)
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate {rate}: expected 0 <= rate < 1")
+        self.rate = rate
+        self.rng = rng
+
+    def forward(self, x, training=False):
+        out, self.cache = dropout_forward(x, self.rate, training, self.rng)
+        return out
+
+    def backward(self, dout):
+        return dropout_backward(dout, self.cache)["x"]

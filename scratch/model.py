@@ -1,0 +1,367 @@
+"""The NumPy network: built from a `scratch.zoo` architecture, trained with hand-written backprop.
+
+    model = build_model("convnet", seed=0)
+    loss, logits = model.loss_and_grads(x, y)   # forward, loss (+ L2), backward
+    model.apply_gradients(Adam())                # one optimizer step on every parameter
+    save_npz(model, "convnet.npz"); model = load_npz("convnet.npz")
+
+`model.layers[i]` is zoo spec i and Keras layer i (named `<kind>_<i>`, as in
+`keras_impl.model`), and `model.parameters()` lists the arrays in the order of
+Keras's `trainable_variables`.
+
+    python -m scratch.model fc128 convnet        # parameter tables
+    python -m scratch.model --file convnet.npz   # the table of a saved model
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from scratch import zoo
+from scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+from scratch.losses import l2_penalty, softmax_cross_entropy
+
+NPZ_FORMAT = "twinnet-scratch-v1"
+
+
+# --- initialisation (Keras's initializers, with a numpy Generator) ---------
+
+
+def fans(shape):
+    """(fan_in, fan_out) as Keras computes them: dense (D, M) -> (D, M);
+    conv (KH, KW, C, F) -> (KH*KW*C, KH*KW*F)."""
+    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
+def glorot_uniform(rng, shape):
+    """Uniform in [-limit, limit], limit = sqrt(6 / (fan_in + fan_out)) (Keras's default)."""
+    fan_in, fan_out = fans(shape)
+    limit = np.sqrt(6 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape)
+
+
+def he_uniform(rng, shape):
+    """Uniform in [-limit, limit], limit = sqrt(6 / fan_in) (He et al. 2015, for ReLU)."""
+    limit = np.sqrt(6 / fans(shape)[0])
+    return rng.uniform(-limit, limit, shape)
+
+
+def he_normal(rng, shape):
+    """Normal with std sqrt(2 / fan_in), truncated at 2 std, like keras HeNormal.
+
+    Keras divides the std by 0.8796, the std of a standard normal cut at +-2,
+    so the truncated values keep variance 2 / fan_in.
+    """
+    std = np.sqrt(2 / fans(shape)[0]) / 0.87962566103423978
+    values = rng.standard_normal(shape)
+    while np.any(bad := np.abs(values) > 2):  # redraw the tails
+        values[bad] = rng.standard_normal(int(bad.sum()))
+    return values * std
+
+
+INITIALIZERS = {"glorot_uniform": glorot_uniform, "he_uniform": he_uniform, "he_normal": he_normal}
+
+
+# --- the model -------------------------------------------------------------
+
+
+class Model:
+    """A stack of layers; logits out, softmax cross-entropy (+ L2 on kernels) as the loss.
+
+    layers: one layer object per zoo spec. rng: the numpy Generator the dropout
+    layers draw their masks from. optimizer_states: (layer index, param name)
+    -> the state `update` returned last; clear it before switching optimizers.
+    """
+
+    def __init__(self, name: str, layers: list, l2: float = 0.0, rng=None):
+        if l2 < 0:
+            raise ValueError(f"l2 {l2}: expected >= 0")
+        self.name = name
+        self.layers = layers
+        self.l2 = float(l2)
+        self.rng = rng
+        self.optimizer_states: dict = {}
+        self.conv = zoo.has_conv(name)
+        self.first_trainable = next(i for i, layer in enumerate(layers) if layer.params)
+
+    @property
+    def dtype(self):
+        return self.layers[self.first_trainable].params["kernel"].dtype
+
+    def _check_input(self, x):
+        x = np.asarray(x)
+        per_example = x.shape[1:]
+        ok = (per_example == zoo.INPUT_SHAPE if self.conv
+              else x.ndim >= 2 and int(np.prod(per_example)) == 28 * 28)
+        if not ok:
+            wanted = "(N, 28, 28, 1)" if self.conv else "(N, 28, 28, 1) or (N, 784)"
+            raise ValueError(f"{self.name} takes input of shape {wanted}, got {x.shape}")
+        return x.astype(self.dtype, copy=False)
+
+    def forward(self, x, training=False):
+        """x: (N, 28, 28, 1), or (N, 784) for MLPs -> logits (N, 10).
+
+        training=True turns dropout on. Every layer keeps what its backward needs.
+        """
+        out = self._check_input(x)
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    def backward(self, dlogits, input_grad=False):
+        """Backpropagate dL/dlogits (N, 10) through the last forward pass.
+
+        Fills every layer's `grads`; returns dL/dx (shaped like the input) when
+        input_grad, else None (and skips the first layer's input gradient).
+        """
+        self.layers[self.first_trainable].input_grad = input_grad
+        stop = 0 if input_grad else self.first_trainable
+        grad = dlogits
+        for layer in reversed(self.layers[stop:]):
+            grad = layer.backward(grad)
+        return grad
+
+    def l2_loss(self) -> float:
+        """The L2 penalty l2 * sum(kernel**2) over conv and dense kernels (0 when l2 = 0)."""
+        if not self.l2:
+            return 0.0
+        return sum(l2_penalty(layer.params["kernel"], self.l2)[0]
+                   for layer in self.layers if layer.regularized)
+
+    def loss_and_grads(self, x, y, training=True):
+        """Forward, loss and backward on one batch: x as for forward, y (N,) integer labels.
+
+        Returns (loss, logits (N, 10)); loss = mean cross-entropy + L2 penalty,
+        the number Keras reports. Every layer's `grads` then holds dL/dparam,
+        the L2 gradient 2 * l2 * kernel included.
+        """
+        logits = self.forward(x, training)
+        loss, dlogits = softmax_cross_entropy(logits, y)
+        self.backward(dlogits)
+        if self.l2:
+            for layer in self.layers:
+                if layer.regularized:
+                    penalty, grad = l2_penalty(layer.params["kernel"], self.l2)
+                    loss += penalty
+                    layer.grads["kernel"] += grad
+        return loss, logits
+
+    def parameters(self) -> list[tuple[int, str, np.ndarray]]:
+        """[(layer index, "kernel" | "bias", array)] in Keras's trainable_variables order."""
+        return [(i, key, value) for i, layer in enumerate(self.layers)
+                for key, value in layer.params.items()]
+
+    def apply_gradients(self, optimizer) -> None:
+        """One `optimizer.update` per parameter, with the gradients of the last backward."""
+        for i, key, value in self.parameters():
+            layer = self.layers[i]
+            state = self.optimizer_states.get((i, key))
+            layer.params[key], self.optimizer_states[(i, key)] = optimizer.update(
+                value, layer.grads[key], state)
+
+    def count_params(self) -> int:
+        return sum(value.size for _, _, value in self.parameters())
+
+    def output_shapes(self) -> list[tuple]:
+        """Each layer's output shape without the batch axis, from a forward pass of one image."""
+        out = np.zeros((1, *zoo.INPUT_SHAPE), dtype=self.dtype)
+        shapes = []
+        for layer in self.layers:
+            out = layer.forward(out)
+            shapes.append(out.shape[1:])
+        return shapes
+
+    def param_table(self) -> list[zoo.ParamRow]:
+        """Per layer: name, output shape, formula with its numbers, count, taken from
+        the real arrays and a real forward pass, and checked against `zoo.param_rows`."""
+        rows = []
+        declared = zoo.param_rows(self.name)
+        for layer, shape, expected in zip(self.layers, self.output_shapes(), declared):
+            if layer.params:
+                kernel, bias = layer.params["kernel"], layer.params["bias"]
+                count = kernel.size + bias.size
+                formula = "*".join(map(str, kernel.shape)) + f" + {bias.size} = {count:,}"
+                shapes = {key: value.shape for key, value in layer.params.items()}
+            else:
+                count, formula, shapes = 0, expected.formula, {}
+            row = zoo.ParamRow(layer.name, shape, formula, count, shapes)
+            if row != expected:
+                raise RuntimeError(f"{self.name} layer {layer.name}: arrays give {row}, "
+                                   f"scratch.zoo declares {expected}")
+            rows.append(row)
+        return rows
+
+    def astype(self, dtype) -> Model:
+        """A copy with every parameter in `dtype` (e.g. float64 for gradient checks)."""
+        clone = copy.deepcopy(self)
+        clone.optimizer_states = {}
+        for layer in clone.layers:
+            layer.params = {key: value.astype(dtype) for key, value in layer.params.items()}
+            layer.grads, layer.cache = {}, None
+        return clone
+
+
+def make_layer(spec: zoo.LayerSpec, row: zoo.ParamRow, rng, init_rng, init, dtype):
+    """The layer object for one zoo spec; row gives its parameter shapes."""
+    name = row.layer
+    if spec.kind in ("conv2d", "dense"):
+        kernel = INITIALIZERS[init](init_rng, row.shapes["kernel"]).astype(dtype)
+        bias = np.zeros(row.shapes["bias"], dtype=dtype)
+        if spec.kind == "dense":
+            return Dense(kernel, bias, spec.activation, name=name)
+        return Conv2D(kernel, bias, spec.padding, spec.activation, name=name)
+    if spec.kind == "maxpool2d":
+        return MaxPool2D(spec.pool_size, name=name)
+    if spec.kind == "flatten":
+        return Flatten(name=name)
+    if spec.kind == "dropout":
+        return Dropout(spec.rate, rng, name=name)
+    raise NotImplementedError(f"layer kind {spec.kind!r} has no NumPy implementation yet")
+
+
+def build_model(name: str, *, l2: float = 0.0, seed: int = 0, dtype=np.float32,
+                init: str = "glorot_uniform") -> Model:
+    """The zoo architecture `name` with fresh weights.
+
+    Kernels from `init` ("glorot_uniform", Keras's default; "he_uniform" or
+    "he_normal"), biases zero. `seed` fixes the weights and, through a second
+    independent stream, the dropout masks. l2 > 0 adds L2 on every kernel.
+    """
+    if init not in INITIALIZERS:
+        raise ValueError(f"init {init!r}: expected one of {', '.join(INITIALIZERS)}")
+    specs = zoo.architecture(name)
+    init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+    init_rng, rng = np.random.default_rng(init_seq), np.random.default_rng(dropout_seq)
+    layers = [make_layer(spec, row, rng, init_rng, init, dtype)
+              for spec, row in zip(specs, zoo.param_rows(specs))]
+    return Model(name, layers, l2, rng)
+
+
+# --- saving and loading ------------------------------------------------------
+
+
+class CheckpointError(ValueError):
+    """A saved model that cannot be used; the message is one line naming the file."""
+
+
+def atomic_write(path, write) -> None:
+    """Call write(binary file) on a temporary file next to `path`, then os.replace it
+    onto `path`: a crash mid-write leaves the previous file intact, never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, or a one-line CheckpointError."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: a single .npy array, expected an .npz archive")
+        with data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except CheckpointError:
+        raise
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        reason = str(err).split(". ")[0]
+        raise CheckpointError(f"{path}: not a valid .npz file ({reason})") from None
+
+
+def model_arrays(model: Model) -> dict[str, np.ndarray]:
+    """What save_npz writes: format, arch name, l2 and "<layer name>/<param>" arrays."""
+    arrays = {"format": np.array(NPZ_FORMAT), "arch": np.array(model.name),
+              "l2": np.array(model.l2)}
+    for i, key, value in model.parameters():
+        arrays[f"{model.layers[i].name}/{key}"] = value
+    return arrays
+
+
+def model_from_arrays(arrays: dict, source) -> Model:
+    """Rebuild the model saved in `arrays` (read from `source`, named in errors)."""
+    if str(arrays.get("format", "")) != NPZ_FORMAT:
+        raise CheckpointError(f"{source}: not a twinnet NumPy model (no format {NPZ_FORMAT!r})")
+    try:
+        model = build_model(str(arrays["arch"]), l2=float(arrays["l2"]))
+    except (KeyError, ValueError) as err:
+        raise CheckpointError(f"{source}: bad architecture or l2 ({err})") from None
+    for i, key, value in model.parameters():
+        name = f"{model.layers[i].name}/{key}"
+        if name not in arrays:
+            raise CheckpointError(f"{source}: missing {name} for model {model.name}")
+        saved = arrays[name]
+        if saved.shape != value.shape or not np.issubdtype(saved.dtype, np.floating):
+            raise CheckpointError(f"{source}: {name} is {saved.dtype} {saved.shape}, "
+                                  f"{model.name} needs floats of shape {value.shape}")
+        model.layers[i].params[key] = saved
+    return model
+
+
+def save_npz(model: Model, path, extras: dict | None = None) -> None:
+    """Save model (architecture name, l2, weights) atomically; `extras` adds more arrays
+    (the training CLI's optimizer state and history)."""
+    atomic_write(path, lambda f: np.savez(f, **model_arrays(model), **(extras or {})))
+
+
+def load_npz(path) -> Model:
+    """The model saved by save_npz; CheckpointError (one line) for a wrong or corrupt file."""
+    return model_from_arrays(read_npz(path), path)
+
+
+# --- command line: parameter tables ------------------------------------------
+
+
+def print_param_table(model: Model, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model.name}: trainable parameters")
+    for column in ("layer", "output shape", "formula", "count"):
+        table.add_column(column, justify="right" if column == "count" else "left")
+    for row in model.param_table():
+        table.add_row(row.layer, str(row.output_shape), row.formula, f"{row.count:,}")
+    table.add_row("total", "", "", f"{model.count_params():,}", style="bold")
+    (console or Console()).print(table)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m scratch.model",
+                                     description="Print the parameter table of zoo models.")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"zoo model: {', '.join(zoo.model_names())} or fc<n>")
+    parser.add_argument("--file", action="append", default=[], metavar="NPZ",
+                        help="a model saved by `python -m scratch.train --save`")
+    args = parser.parse_args(argv)
+    if not (args.names or args.file):
+        parser.error("nothing to show: give a model NAME or --file NPZ")
+    models = []
+    for name in args.names:
+        try:
+            models.append(build_model(name))
+        except KeyError as err:
+            parser.error(err.args[0])
+    for path in args.file:
+        try:
+            models.append(load_npz(path))
+        except CheckpointError as err:
+            parser.error(str(err))
+    for model in models:
+        print_param_table(model)
+
+
+if __name__ == "__main__":
+    main()

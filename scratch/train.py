@@ -1,0 +1,302 @@
+"""Train a zoo model in pure NumPy on the same tf.data batches the Keras side sees.
+
+    python -m scratch.train --model fc128 --epochs 10 --optimizer sgd --lr 0.1
+    python -m scratch.train --model convnet --epochs 10 --json runs/convnet.json --save convnet.npz
+    python -m scratch.train --model convnet --epochs 10 --resume convnet.npz   # after a crash
+
+Each epoch: one pass over the 55,000 training images (shuffled by --seed, as in
+`keras_impl.data.make_dataset`), then the validation split; at the end the test
+split. Reported losses include the L2 penalty, as Keras reports them. --save
+rewrites its .npz atomically after every epoch (weights, optimizer state,
+history), so a crash loses at most the epoch in progress and --resume with the
+same arguments continues exactly where the run stopped. Runs with the same
+arguments are bit-for-bit reproducible. --json records, per epoch, the running
+training loss and accuracy, the validation numbers and the seconds of the
+training pass (validation not included).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from scratch import zoo
+from scratch.blas import blas_threads, set_blas_threads
+from scratch.losses import softmax_cross_entropy
+from scratch.model import (CheckpointError, atomic_write, build_model, model_from_arrays,
+                           read_npz, save_npz)
+from scratch.optim import OPTIMIZERS
+
+# --- the loops (any iterable of numpy (x, y) batches) -------------------------
+
+
+def train_epoch(model, optimizer, batches, on_batch=None) -> tuple[float, float]:
+    """One optimizer step per batch; returns the epoch's mean (loss, accuracy).
+
+    batches: iterable of (x (B, 28, 28, 1) or (B, 784), y (B,) integer labels).
+    Loss and accuracy are those of each batch before its update, averaged over
+    examples, like the running numbers Keras's fit() shows.
+    on_batch(loss so far, accuracy so far) is called after every step.
+    """
+    total_loss = correct = seen = 0
+    for x, y in batches:
+        loss, logits = model.loss_and_grads(x, y, training=True)
+        model.apply_gradients(optimizer)
+        seen += len(y)
+        total_loss += loss * len(y)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
+        if on_batch is not None:
+            on_batch(total_loss / seen, correct / seen)
+    if not seen:
+        raise ValueError("no batches to train on")
+    return total_loss / seen, correct / seen
+
+
+def evaluate(model, batches) -> tuple[float, float]:
+    """(mean loss + L2 penalty, accuracy) of the model in inference mode over all batches."""
+    total_loss = correct = seen = 0
+    for x, y in batches:
+        logits = model.forward(x, training=False)
+        total_loss += softmax_cross_entropy(logits, y)[0] * len(y)
+        correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
+        seen += len(y)
+    if not seen:
+        raise ValueError("no batches to evaluate")
+    return total_loss / seen + model.l2_loss(), correct / seen
+
+
+# --- checkpoints: model + optimizer state + history -----------------------------
+
+# Settings that define a run: --resume refuses a checkpoint made with other values.
+RUN_SETTINGS = ("model", "batch_size", "optimizer", "lr", "momentum", "nesterov", "l2",
+                "seed", "init", "limit")
+
+
+def checkpoint_extras(model, settings: dict, history: list) -> dict:
+    """The arrays --save adds to the model's: settings, history, dropout RNG and the
+    optimizer state of every parameter ("optimizer/<layer>/<param>[/<key>]")."""
+    extras = {"train/settings": np.array(json.dumps(settings)),
+              "train/history": np.array(json.dumps(history)),
+              "train/dropout_rng": np.array(json.dumps(model.rng.bit_generator.state))}
+    for (i, key), state in model.optimizer_states.items():
+        prefix = f"optimizer/{model.layers[i].name}/{key}"
+        if isinstance(state, dict):
+            extras.update({f"{prefix}/{k}": np.asarray(v) for k, v in state.items()})
+        elif state is not None:
+            extras[prefix] = state
+    return extras
+
+
+def restore_checkpoint(path, settings: dict):
+    """(model with optimizer state and dropout RNG restored, history) from a --save file."""
+    arrays = read_npz(path)
+    if "train/settings" not in arrays:
+        raise CheckpointError(f"{path}: a saved model without training state, cannot resume")
+    try:
+        saved = json.loads(str(arrays["train/settings"]))
+        changed = [f"--{k.replace('_', '-')} {saved.get(k)} (now {settings[k]})"
+                   for k in RUN_SETTINGS if saved.get(k) != settings[k]]
+        if changed:
+            raise CheckpointError(f"{path}: saved with {', '.join(changed)}; resume with the "
+                                  "same arguments")
+        model = model_from_arrays(arrays, path)
+        model.rng.bit_generator.state = json.loads(str(arrays["train/dropout_rng"]))
+        for i, key, _ in model.parameters():
+            prefix = f"optimizer/{model.layers[i].name}/{key}"
+            if prefix in arrays:
+                model.optimizer_states[(i, key)] = arrays[prefix]
+            elif fields := {k.rsplit("/", 1)[1]: v for k, v in arrays.items()
+                            if k.startswith(prefix + "/")}:
+                model.optimizer_states[(i, key)] = {
+                    k: (v.item() if v.ndim == 0 else v) for k, v in fields.items()}
+        return model, json.loads(str(arrays["train/history"]))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: damaged training state ({type(err).__name__}: {err})") \
+            from None
+
+
+# --- command line ----------------------------------------------------------------
+
+
+def _number(kind, low, high=None, low_open=False):
+    """An argparse type: `kind` within [low, high] (or (low, ...] when low_open)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if (value <= low if low_open else value < low) or (high is not None and value > high):
+            limits = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high else "")
+            raise argparse.ArgumentTypeError(f"{text} must be {limits}")
+        return value
+    return parse
+
+
+def _model_name(text):
+    try:
+        zoo.architecture(text)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(err.args[0]) from None
+    return text
+
+
+def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
+    """The checked arguments; add_data_dir_arg is keras_impl.data's (see main)."""
+    parser = argparse.ArgumentParser(prog="python -m scratch.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=_model_name,
+                        help=f"{', '.join(zoo.model_names())} or fc<n>")
+    parser.add_argument("--epochs", required=True, type=_number(int, 1), help="epochs in total")
+    parser.add_argument("--batch-size", type=_number(int, 1), default=128, help="default 128")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
+    parser.add_argument("--lr", type=_number(float, 0, low_open=True), default=None,
+                        help="learning rate (default: Keras's, 0.01 for sgd, 0.001 for adam)")
+    parser.add_argument("--momentum", type=_number(float, 0, 1), default=0.0,
+                        help="sgd momentum (default 0)")
+    parser.add_argument("--nesterov", action="store_true", help="sgd with Nesterov momentum")
+    parser.add_argument("--l2", type=_number(float, 0), default=0.0,
+                        help="L2 factor on every kernel, as keras.regularizers.L2 (default 0)")
+    parser.add_argument("--init", choices=("glorot_uniform", "he_uniform", "he_normal"),
+                        default="glorot_uniform",
+                        help="kernel initializer (default glorot_uniform)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="weights, dropout masks and batch order (default 0)")
+    add_data_dir_arg(parser)
+    parser.add_argument("--limit", type=_number(int, 1), default=None,
+                        help="use only the first N examples of each split (quick runs)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write per-epoch metrics and seconds per epoch here")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="checkpoint .npz, rewritten after every epoch")
+    parser.add_argument("--threads", type=_number(int, 0), default=1,
+                        help="threads for NumPy's matrix products (default 1: OpenBLAS threads "
+                             "busy-wait and slow down badly on shared cores; 0: BLAS default)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="continue the run saved in this checkpoint (same arguments; "
+                             "--save defaults to it)")
+    args = parser.parse_args(argv)
+    if args.optimizer != "sgd" and (args.momentum or args.nesterov):
+        parser.error("--momentum and --nesterov apply to --optimizer sgd only")
+    if args.nesterov and not args.momentum:
+        parser.error("--nesterov needs --momentum > 0")
+    for option in ("json", "save"):
+        path = getattr(args, option)
+        if path is not None and not path.parent.is_dir():
+            parser.error(f"--{option} {path}: folder {path.parent} does not exist")
+    if args.resume is not None:
+        args.save = args.save or args.resume
+        try:
+            args.restored = restore_checkpoint(args.resume, run_settings(args))
+        except CheckpointError as err:
+            parser.error(f"--resume: {err}")
+        if len(args.restored[1]) >= args.epochs:
+            parser.error(f"--resume: {args.resume} already has {len(args.restored[1])} epochs, "
+                         f"--epochs is {args.epochs}")
+    return args
+
+
+def run_settings(args) -> dict:
+    return {key: getattr(args, key) for key in RUN_SETTINGS}
+
+
+def make_optimizer(args):
+    if args.optimizer == "sgd":
+        return OPTIMIZERS["sgd"](args.lr or 0.01, args.momentum, args.nesterov)
+    return OPTIMIZERS["adam"](args.lr or 0.001)
+
+
+def progress_bar(console):
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
+def main(argv=None) -> dict:
+    """Run the CLI; returns the report that --json writes."""
+    # Imported here, not at the top: keras_impl.data is the TensorFlow side (tf.data).
+    from keras_impl.data import add_data_dir_arg, make_dataset
+
+    args = parse_args(argv, add_data_dir_arg)
+    previous_threads = blas_threads()
+    if args.threads and not set_blas_threads(args.threads):
+        print(f"note: --threads {args.threads} ignored, NumPy's BLAS is not OpenBLAS",
+              file=sys.stderr)
+    try:
+        return run(args, make_dataset)
+    finally:  # leave the process as we found it (tests call main in-process)
+        if args.threads and previous_threads:
+            set_blas_threads(previous_threads)
+
+
+def run(args, make_dataset) -> dict:
+    """The training run of parsed arguments `args`; returns the --json report."""
+    settings = run_settings(args)
+    if args.resume is not None:
+        model, history = args.restored
+    else:
+        model = build_model(args.model, l2=args.l2, seed=args.seed, init=args.init)
+        history = []
+    optimizer = make_optimizer(args)
+    flat = not zoo.has_conv(args.model)
+    data = dict(batch_size=args.batch_size, flat=flat, data_dir=args.data_dir, limit=args.limit)
+    train_ds = make_dataset("train", seed=args.seed, **data)
+    val_ds, test_ds = make_dataset("val", **data), make_dataset("test", **data)
+    for _ in history:  # each new iterator reshuffles: skip the orders of the epochs done
+        iter(train_ds)
+    report = {"implementation": "numpy", "settings": settings,
+              "optimizer": {"name": args.optimizer, **dataclasses.asdict(optimizer)},
+              "params": model.count_params(), "blas_threads": blas_threads(), "epochs": history}
+
+    console = Console()
+    console.print(f"{args.model}: {model.count_params():,} parameters, {optimizer}, "
+                  f"batch {args.batch_size}, {blas_threads()} BLAS thread(s)", soft_wrap=True)
+    steps = int(train_ds.cardinality())
+    steps = steps if steps >= 0 else None  # unknown for some pipelines
+    for epoch in range(len(history) + 1, args.epochs + 1):
+        with progress_bar(console) as progress:
+            task = progress.add_task(f"epoch {epoch}/{args.epochs}", total=steps, loss=0, acc=0)
+            start = time.perf_counter()
+            loss, acc = train_epoch(
+                model, optimizer, train_ds.as_numpy_iterator(),
+                lambda loss, acc: progress.update(task, advance=1, loss=loss, acc=acc))
+            seconds = time.perf_counter() - start
+        val_loss, val_acc = evaluate(model, val_ds.as_numpy_iterator())
+        history.append({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,
+                        "val_accuracy": val_acc, "seconds": seconds})
+        console.print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
+                      f"val_loss {val_loss:.4f} val_accuracy {val_acc:.4f} ({seconds:.1f} s)",
+                      soft_wrap=True)
+        if args.save:
+            save_npz(model, args.save, checkpoint_extras(model, settings, history))
+        if args.json:
+            write_json(args.json, report)
+    report["test_loss"], report["test_accuracy"] = evaluate(model, test_ds.as_numpy_iterator())
+    console.print(f"test: loss {report['test_loss']:.4f} accuracy {report['test_accuracy']:.4f}")
+    if args.json:
+        write_json(args.json, report)
+    return report
+
+
+def write_json(path, report: dict) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(report, indent=2).encode() + b"\n"))
+
+
+if __name__ == "__main__":
+    from keras_impl.data import run_cli
+
+    try:
+        run_cli(main)
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch is in the --save checkpoint, if any",
+              file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,26 @@
+"""Shared fixtures. Fixtures that need real MNIST skip with a reason when MNIST_DIR is unset."""
+import json
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def keras_fc128_run(tmp_path_factory):
+    """One real training: fc128, custom loop, 1 epoch on the full 55k split, seed 0.
+
+    Returns {"logdir": Path, "result": the --json summary}. Shared by the train,
+    test and --apply tests so the suite trains it once (a few seconds).
+    """
+    mnist_dir = os.environ.get("MNIST_DIR")
+    if not mnist_dir:
+        pytest.skip("MNIST_DIR is not set (real MNIST needed to train fc128)")
+    from keras_impl import train
+
+    logdir = tmp_path_factory.mktemp("fc128-custom")
+    summary = logdir / "summary.json"
+    code = train.main(["--model", "fc128", "--loop", "custom", "--epochs", "1", "--seed", "0",
+                       "--data-dir", mnist_dir, "--logdir", str(logdir / "run"),
+                       "--json", str(summary)])
+    assert code == 0
+    return {"logdir": logdir / "run", "result": json.loads(summary.read_text())}

@@ -1,0 +1,417 @@
+"""keras_impl.train: step functions, TensorBoard events, checkpoints/resume, Ctrl-C, NaN, the CLI.
+
+Most tests train on small generated data (no MNIST needed); the course-bar test
+uses the session's real fc128 run (conftest.keras_fc128_run).
+"""
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from keras_impl import test as keras_test
+from keras_impl import train
+from keras_impl.data import run_cli
+from keras_impl.model import build_sequential, build_twinnet
+from test_data import write_idx_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 32
+N_TRAIN = 200  # 6 full batches and one of 8: a second batch shape
+STEPS = -(-N_TRAIN // BATCH)
+
+
+def learnable(n=N_TRAIN, seed=0, overflow=False):
+    """(x, y) float32 (n, 784) / int32 (n,): each class lights its own band of pixels.
+
+    `overflow`: pixels near float32's maximum instead, so the logits overflow and the
+    loss is not finite (NaN pixels would not do: ReLU maps NaN to 0 on CPU).
+    """
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 10).astype(np.int32)
+    x = rng.uniform(0, 0.3, size=(n, 784)).astype(np.float32)
+    for i, label in enumerate(y):
+        x[i, 78 * label:78 * (label + 1)] += 0.7
+    if overflow:
+        x[:] = np.finfo(np.float32).max
+    return x, y
+
+
+def batches(x, y, batch=BATCH):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def train_and_val(overflow=False):
+    """Learnable training batches; validation with random labels, so plenty misclassified."""
+    x_val, _ = learnable(64, seed=1)
+    y_val = np.random.default_rng(2).integers(0, 10, size=64).astype(np.int32)
+    return batches(*learnable(overflow=overflow)), batches(x_val, y_val)
+
+
+class Interrupting:
+    """The batches of `dataset`, with KeyboardInterrupt (as Ctrl-C raises it) at batch `at`
+    of pass `on_pass` (1-based)."""
+
+    def __init__(self, dataset, on_pass, at):
+        self.dataset, self.on_pass, self.at, self.passes = dataset, on_pass, at, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __iter__(self):
+        self.passes += 1
+        for i, item in enumerate(self.dataset):
+            if self.passes == self.on_pass and i == self.at:
+                raise KeyboardInterrupt
+            yield item
+
+
+def accumulator(folder):
+    acc = event_accumulator.EventAccumulator(
+        str(folder), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    return acc
+
+
+def plugin_tags(acc, plugin):
+    return {tag for tag in acc.Tags()["tensors"]
+            if acc.SummaryMetadata(tag).plugin_data.plugin_name == plugin}
+
+
+def graph_events(folder) -> int:
+    """How many graphs the event files in `folder` hold."""
+    return sum(event.HasField("graph_def") for path in Path(folder).glob("events.out.*")
+               for event in tf.compat.v1.train.summary_iterator(str(path)))
+
+
+def steps(acc, tag):
+    return [event.step for event in acc.Tensors(tag)]
+
+
+def run_custom(logdir, epochs, train_ds=None, val_ds=None, resume=False, l2=0.0):
+    keras.utils.set_random_seed(0)
+    model = build_twinnet("fc16", l2=l2)
+    default_train, default_val = train_and_val()
+    result = train.fit_custom(model, train_ds or default_train, val_ds or default_val,
+                              epochs=epochs, optimizer=train.make_optimizer("adam"),
+                              logdir=logdir, resume=resume)
+    return model, result
+
+
+def run_fit(logdir, epochs, train_ds=None, resume=False):
+    keras.utils.set_random_seed(0)
+    model = build_sequential("fc16")
+    default_train, val_ds = train_and_val()
+    result = train.fit_baseline(model, train_ds or default_train, val_ds, epochs=epochs,
+                                optimizer=train.make_optimizer("adam"), logdir=logdir,
+                                resume=resume)
+    return model, result
+
+
+def test_step_functions_trace_once_for_any_batch_size():
+    model = build_twinnet("fc16")
+    optimizer = train.make_optimizer("sgd", 0.01)
+    train_step = train.make_train_step(model, optimizer, train.make_loss_fn())
+    test_step = train.make_test_step(model, train.make_loss_fn())
+    x, y = learnable(40)
+    for size in (32, 8, 32, 5):
+        train_step(tf.constant(x[:size]), tf.constant(y[:size]))
+        test_step(tf.constant(x[:size]), tf.constant(y[:size]))
+    assert train_step.experimental_get_tracing_count() == 1
+    assert test_step.experimental_get_tracing_count() == 1
+    assert int(optimizer.iterations) == 4
+
+
+def test_train_step_loss_is_cross_entropy_plus_l2_and_metrics_accumulate():
+    l2 = 1e-3
+    keras.utils.set_random_seed(1)
+    model = build_twinnet("fc16", l2=l2)
+    metrics = train.EpochMetrics("train")
+    step = train.make_train_step(model, train.make_optimizer("sgd", 0.01),
+                                 train.make_loss_fn(), metrics)
+    x, y = learnable(24)
+    logits = model(x).numpy().astype(np.float64)
+    log_probs = logits - logits.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    cross_entropy = -log_probs[np.arange(24), y].mean()
+    penalty = l2 * sum(float(np.sum(np.float64(layer.kernel.numpy()) ** 2))
+                       for layer in model.arch_layers if hasattr(layer, "kernel"))
+    loss = float(step(tf.constant(x), tf.constant(y)))
+    assert loss == pytest.approx(cross_entropy + penalty, rel=1e-5)
+    assert metrics.result()["loss"] == pytest.approx(loss, rel=1e-6)
+    assert metrics.result()["accuracy"] == pytest.approx(float((logits.argmax(1) == y).mean()))
+
+
+def test_custom_loop_event_files(tmp_path):
+    model, result = run_custom(tmp_path, epochs=2)
+    assert result["status"] == "completed" and [e["epoch"] for e in result["epochs"]] == [1, 2]
+    assert result["epochs"][-1]["accuracy"] > result["epochs"][0]["accuracy"]
+    tr, val = accumulator(tmp_path / "train"), accumulator(tmp_path / "validation")
+
+    assert plugin_tags(tr, "scalars") == {"batch_loss", "epoch_loss", "epoch_accuracy",
+                                          "epoch_learning_rate"}
+    assert plugin_tags(val, "scalars") == {"epoch_loss", "epoch_accuracy"}
+    assert steps(tr, "batch_loss") == list(range(1, 2 * STEPS + 1))
+    assert steps(tr, "epoch_loss") == steps(val, "epoch_accuracy") == [0, 1]
+    lr = tf.make_ndarray(tr.Tensors("epoch_learning_rate")[0].tensor_proto)
+    assert float(lr) == pytest.approx(train.DEFAULT_LR["adam"])
+
+    histograms = plugin_tags(tr, "histograms")
+    assert histograms == {v.path for v in model.weights}
+    assert len(histograms) == len(model.trainable_variables) == 4
+    assert all(steps(tr, tag) == [0, 1] for tag in histograms)
+
+    (image_tag,) = plugin_tags(val, "images")
+    for event in val.Tensors(image_tag):
+        width, height, *pngs = tf.make_ndarray(event.tensor_proto)
+        assert len(pngs) == train.MISCLASSIFIED_SHOWN
+        assert tf.io.decode_png(pngs[0]).shape == (int(height), int(width), 3)
+
+    assert graph_events(tmp_path / "train") == 1
+    ops = {node.op for node in tr.Graph().node}
+    assert {"MatMul", "BiasAdd", "Relu"} <= ops
+    # forward only: no optimizer updates, no data pipeline
+    assert not {op for op in ops
+                if "Apply" in op or "Iterator" in op or op == "AssignAddVariableOp"}
+
+
+def test_label_digits_shows_each_digit_under_a_caption():
+    images = np.zeros((3, 784), np.float32)
+    images[:, 300:310] = 1.0
+    out = train.label_digits(images, [1, 2, 3], [7, 7, 7], scale=4)
+    assert out.shape == (3, 28 * 4 + 14, 28 * 4, 3) and out.dtype == np.uint8
+    digit = out[0, 14:, :, 0]
+    np.testing.assert_array_equal(digit, np.kron(images[0].reshape(28, 28) * 255,
+                                                 np.ones((4, 4))).astype(np.uint8))
+    assert out[0, :14].any()  # the caption band holds text
+    assert not np.array_equal(out[0, :14], out[1, :14])  # ... that names the labels
+
+
+def test_interrupt_then_resume_ends_at_requested_epoch_with_continuous_steps(tmp_path):
+    train_ds, _ = train_and_val()
+    _, first = run_custom(tmp_path, epochs=4, train_ds=Interrupting(train_ds, on_pass=3, at=3))
+    assert first["status"] == "interrupted" and first["epoch"] == 3
+    assert [e["epoch"] for e in first["epochs"]] == [1, 2]
+    assert first["step"] == 2 * STEPS + 3  # the steps of the interrupted epoch are kept
+
+    model, second = run_custom(tmp_path, epochs=4, resume=True)
+    assert second["status"] == "completed" and second["epoch"] == 4
+    assert [e["epoch"] for e in second["epochs"]] == [3, 4]
+    assert second["step"] == first["step"] + 2 * STEPS
+    tr = accumulator(tmp_path / "train")
+    assert steps(tr, "batch_loss") == list(range(1, second["step"] + 1))
+    assert steps(tr, "epoch_loss") == [0, 1, 2, 3]
+    assert graph_events(tmp_path / "train") == 1  # not again on --resume
+
+
+def test_resume_restores_weights_and_optimizer_state(tmp_path):
+    model, _ = run_custom(tmp_path, epochs=2)
+    restored = build_twinnet("fc16")
+    optimizer = train.make_optimizer("adam")
+    ckpts = train.Checkpoints(restored, optimizer, tmp_path / "checkpoints")
+    assert ckpts.restore() == 2
+    assert ckpts.step == 2 * STEPS
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    moments = [v for v in optimizer.variables if "momentum" in v.path or "velocity" in v.path]
+    assert moments and all(np.any(v.numpy() != 0) for v in moments)
+
+
+@pytest.mark.parametrize("run", [run_custom, run_fit], ids=["custom", "fit"])
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
+    _, good = run(tmp_path, epochs=1)
+    nan_train, _ = train_and_val(overflow=True)
+    _, bad = run(tmp_path, epochs=3, train_ds=nan_train, resume=True)
+    assert bad["status"] == "diverged" and bad["epoch"] == 2
+    assert not np.isfinite(bad["bad_loss"])
+    assert bad["checkpoint"] == good["checkpoint"]
+    restored = build_twinnet("fc16") if run is run_custom else build_sequential("fc16")
+    ckpts = train.Checkpoints(restored, train.make_optimizer("adam"), tmp_path / "checkpoints")
+    assert ckpts.restore() == 1
+    assert all(np.isfinite(v.numpy()).all() for v in restored.weights)
+
+
+def test_fit_loop_events_checkpoints_and_resume(tmp_path):
+    model, first = run_fit(tmp_path, epochs=2)
+    assert first["status"] == "completed" and first["step"] == 2 * STEPS
+    _, second = run_fit(tmp_path, epochs=3, resume=True)
+    assert [e["epoch"] for e in second["epochs"]] == [3]
+    assert second["step"] == 3 * STEPS
+    assert all(e["seconds"] > 0 for e in first["epochs"] + second["epochs"])
+    tr, val = accumulator(tmp_path / "train"), accumulator(tmp_path / "validation")
+    assert steps(tr, "epoch_loss") == steps(val, "epoch_loss") == [0, 1, 2]
+    histograms = plugin_tags(tr, "histograms")
+    assert len(histograms) == len(model.weights) == 4
+
+
+def test_fit_loop_interrupt_saves_a_checkpoint(tmp_path, monkeypatch):
+    def ctrl_c_at_step_9(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == 9:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train._FitTracker, "on_train_batch_end", ctrl_c_at_step_9)
+    _, result = run_fit(tmp_path, epochs=3)
+    assert result["status"] == "interrupted" and result["epoch"] == 2
+    assert result["step"] == 9
+    ckpts = train.Checkpoints(build_sequential("fc16"), train.make_optimizer("adam"),
+                              tmp_path / "checkpoints")
+    assert ckpts.restore() == 1 and ckpts.step == 9
+
+
+# The command line, on a small generated MNIST folder (labels 0..9 cycling, random pixels).
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory):
+    # The fixed validation split takes 500 per class, so the training set needs more.
+    return write_idx_folder(tmp_path_factory.mktemp("fake-mnist"), n_train=5200, n_test=40)
+
+
+def cli(*args):
+    """Run the train CLI in-process as `python -m` would; returns the exit code."""
+    try:
+        return run_cli(lambda: train.main([str(a) for a in args]))
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def quick_args(data_dir, logdir, *extra):
+    return ("--model", "fc8", "--data-dir", data_dir, "--logdir", logdir, "--limit", 64,
+            "--batch-size", 16, *extra)
+
+
+@pytest.mark.parametrize("loop", ["custom", "fit"])
+def test_cli_trains_saves_and_resumes(tmp_path, capsys, fake_mnist, loop):
+    logdir, summary = tmp_path / "run", tmp_path / "out" / "summary.json"
+    args = quick_args(fake_mnist, logdir, "--loop", loop, "--json", summary)
+    assert cli(*args, "--epochs", 2) == 0
+    out = capsys.readouterr().out
+    assert f"tensorboard --logdir {logdir}" in out
+    result = json.loads(summary.read_text())
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2]
+    assert all(e["seconds"] > 0 for e in result["epochs"]) and result["seconds_per_epoch"] > 0
+    assert result["config"]["loop"] == loop and result["step"] == 2 * 4
+    for path in result["saved"].values():
+        assert Path(path).is_file() and Path(path).parent == logdir
+    assert keras_test.load_model(logdir / "model.h5").input_shape == (None, 784)
+
+    assert cli(*args, "--epochs", 3, "--resume") == 0
+    result = json.loads(summary.read_text())
+    assert [e["epoch"] for e in result["epochs"]] == [3] and result["step"] == 3 * 4
+
+
+def test_cli_refuses_to_mix_runs(tmp_path, capsys, fake_mnist):
+    logdir = tmp_path / "run"
+    assert cli(*quick_args(fake_mnist, logdir, "--epochs", 1)) == 0
+    capsys.readouterr()
+    cases = [(quick_args(fake_mnist, logdir, "--epochs", 2), "already holds a run"),
+             (quick_args(fake_mnist, logdir, "--epochs", 2, "--resume", "--optimizer", "sgd"),
+              "was trained with --optimizer adam, not sgd"),
+             (quick_args(fake_mnist, logdir, "--epochs", 2, "--resume", "--lr", 0.01),
+              "was trained with --lr 0.001, not 0.01"),
+             (quick_args(fake_mnist, tmp_path / "empty", "--epochs", 2, "--resume"),
+              "no checkpoint to resume from")]
+    for args, message in cases:
+        assert cli(*args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "fc0"], "--model: unknown model 'fc0'"),
+    (["--model", "fc8", "--epochs", "0"], "--epochs must be at least 1"),
+    (["--model", "fc8", "--lr", "-0.1"], "--lr must be a positive number"),
+    (["--model", "fc8", "--lr", "nan"], "--lr must be a positive number"),
+    (["--model", "fc8", "--l2", "-1"], "--l2 must be a number >= 0"),
+    (["--model", "fc8", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    (["--model", "fc8", "--batch-size", "many"], "invalid int value: 'many'"),
+    (["--epochs", "1"], "the following arguments are required: --model"),
+])
+def test_cli_bad_arguments(capsys, args, message):
+    assert cli(*args) == 2
+    err = capsys.readouterr().err
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_cli_divergence_is_one_line_and_exit_1(tmp_path, capsys, fake_mnist):
+    summary = tmp_path / "summary.json"
+    args = quick_args(fake_mnist, tmp_path / "run", "--epochs", 2, "--optimizer", "sgd",
+                      "--lr", 1e30, "--json", summary)
+    assert cli(*args) == 1
+    err = capsys.readouterr().err.strip()
+    assert re.match(r"error: loss became (nan|inf|-inf) in epoch 1 ", err) and "\n" not in err
+    assert json.loads(summary.read_text())["status"] == "diverged"
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_cli_missing_data_is_one_line(tmp_path, capsys):
+    assert cli(*quick_args(tmp_path / "nowhere", tmp_path / "run", "--epochs", 1)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nowhere" in err and "\n" not in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, fake_mnist):
+    logdir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "keras_impl.train",
+                             *map(str, quick_args(fake_mnist, logdir, "--epochs", 100_000))],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (logdir / "checkpoints" / "checkpoint").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == train.EXIT_INTERRUPTED, err
+    assert "Traceback" not in out + err
+    assert "interrupted in epoch" in err and "--resume" in err
+
+    ckpts = train.Checkpoints(build_twinnet("fc8"), train.make_optimizer("adam"),
+                              logdir / "checkpoints")
+    done, step = ckpts.restore(), ckpts.step
+    assert done >= 1 and step >= done * 4
+    summary = tmp_path / "summary.json"
+    assert cli(*quick_args(fake_mnist, logdir, "--epochs", done + 1, "--resume",
+                           "--json", summary)) == 0
+    result = json.loads(summary.read_text())
+    assert [e["epoch"] for e in result["epochs"]] == [done + 1]
+    assert result["step"] == step + 4
+    tr = accumulator(logdir / "train")
+    assert steps(tr, "batch_loss") == list(range(1, step + 5))
+
+
+def test_fc128_one_epoch_custom_loop_reaches_the_course_bar(keras_fc128_run, tmp_path, capsys):
+    """1 epoch of fc128 with the custom loop: > 90% on the 10,000 test images."""
+    result = keras_fc128_run["result"]
+    assert result["status"] == "completed" and len(result["epochs"]) == 1
+    assert result["step"] == -(-55_000 // 128)
+    report = tmp_path / "test.json"
+    code = keras_test.main(["--model-path", str(keras_fc128_run["logdir"] / "model.keras"),
+                            "--json", str(report)])
+    assert code == 0
+    assert json.loads(report.read_text())["accuracy"] > 0.90
+
+
+def test_step_functions_take_the_model_dtype():
+    # Layers follow the dtype policy (fixed once the first layer exists), losses floatx.
+    previous = keras.config.dtype_policy(), keras.config.floatx()
+    keras.config.set_dtype_policy("float64")
+    keras.config.set_floatx("float64")
+    try:
+        model = build_twinnet("fc16")
+        loss_fn = train.make_loss_fn()
+    finally:
+        keras.config.set_dtype_policy(previous[0])
+        keras.config.set_floatx(previous[1])
+    assert model.compute_dtype == "float64"
+    step = train.make_train_step(model, train.make_optimizer("sgd", 0.01), loss_fn)
+    x, y = learnable(8)
+    loss = step(tf.constant(x, tf.float64), tf.constant(y))
+    assert loss.dtype == tf.float64

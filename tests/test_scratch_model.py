@@ -1,0 +1,315 @@
+"""scratch.model: zoo models built from the declarations, whole-network gradient checks,
+parameter tables, learning, saving and loading."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scratch import zoo
+from scratch.blas import blas_threads, set_blas_threads
+from scratch.gradcheck import model_gradient_errors
+from scratch.layers import Dropout
+from scratch.model import (CheckpointError, build_model, glorot_uniform, he_normal, he_uniform,
+                           load_npz, save_npz)
+from scratch.optim import Adam
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_COUNTS = {"fc128": 101_770, "mlp500": 545_810, "tiny": 1_765, "convnet": 34_826,
+                   "cnn3": 438_026}
+# Whole-network check (see scratch.gradcheck.model_gradient_errors): float64, h = 1e-4,
+# entries whose step crosses a ReLU/max-pool kink left out, entries below 1% of the
+# array's largest gradient measured against that 1%.
+NETWORK_GRAD_TOLERANCE = 1e-7
+L2 = 2.0 ** -10
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """These matrices are small: a second BLAS thread only adds waiting (scratch.blas)."""
+    previous = blas_threads()
+    set_blas_threads(1)
+    yield
+    if previous:
+        set_blas_threads(previous)
+
+
+def random_batch(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *zoo.INPUT_SHAPE)), rng.integers(0, zoo.NUM_CLASSES, n)
+
+
+# --- architecture and parameter counts --------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_COUNTS))
+def test_parameter_counts_from_real_arrays(name):
+    model = build_model(name)
+    assert model.count_params() == EXPECTED_COUNTS[name]
+    assert sum(row.count for row in model.param_table()) == EXPECTED_COUNTS[name]
+    assert len(model.layers) == len(zoo.architecture(name))
+
+
+@pytest.mark.parametrize("hidden", [1, 7, 32, 128, 1000])
+def test_one_hidden_layer_mlp_has_795n_plus_10_parameters(hidden):
+    assert build_model(f"fc{hidden}").count_params() == 795 * hidden + 10
+
+
+def test_param_table_rows_show_the_formula_with_numbers():
+    rows = build_model("convnet").param_table()
+    assert [(r.layer, r.output_shape, r.formula) for r in rows] == [
+        ("conv2d_0", (26, 26, 32), "3*3*1*32 + 32 = 320"),
+        ("maxpool2d_1", (13, 13, 32), "0 (no weights)"),
+        ("conv2d_2", (11, 11, 64), "3*3*32*64 + 64 = 18,496"),
+        ("maxpool2d_3", (5, 5, 64), "0 (no weights)"),
+        ("flatten_4", (1600,), "0 (5*5*64 = 1,600 values)"),
+        ("dropout_5", (1600,), "0 (no weights)"),
+        ("dense_6", (10,), "1600*10 + 10 = 16,010"),
+    ]
+
+
+def test_param_table_catches_arrays_that_disagree_with_the_zoo():
+    model = build_model("fc128")
+    model.layers[2].params["kernel"] = np.zeros((128, 11), dtype=np.float32)
+    model.layers[2].params["bias"] = np.zeros(11, dtype=np.float32)
+    with pytest.raises(RuntimeError, match="dense_2"):
+        model.param_table()
+
+
+def test_parameters_in_keras_trainable_variables_order():
+    model = build_model("tiny")
+    assert [(i, key) for i, key, _ in model.parameters()] == [
+        (0, "kernel"), (0, "bias"), (2, "kernel"), (2, "bias"),
+        (5, "kernel"), (5, "bias"), (6, "kernel"), (6, "bias")]
+    assert [layer.name for layer in model.layers] == [
+        "conv2d_0", "maxpool2d_1", "conv2d_2", "maxpool2d_3", "flatten_4", "dense_5", "dense_6"]
+
+
+def test_initialisation_keras_defaults_and_seeds():
+    a, b, c = build_model("mlp500", seed=1), build_model("mlp500", seed=1), build_model("mlp500")
+    for (_, _, wa), (_, _, wb), (_, _, wc) in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert wa.dtype == np.float32 and np.array_equal(wa, wb)
+    kernel, bias = a.layers[1].params["kernel"], a.layers[1].params["bias"]
+    assert not np.array_equal(kernel, c.layers[1].params["kernel"])
+    assert not bias.any()
+    limit = np.sqrt(6 / (784 + 500))
+    assert np.abs(kernel).max() <= limit
+    assert kernel.std() == pytest.approx(limit / np.sqrt(3), rel=0.01)
+
+
+def test_he_initialisers():
+    rng = np.random.default_rng(0)
+    shape = (3, 3, 64, 128)  # fan_in 576
+    uniform = he_uniform(rng, shape)
+    assert np.abs(uniform).max() <= np.sqrt(6 / 576)
+    normal = he_normal(rng, shape)
+    std = np.sqrt(2 / 576)
+    assert np.abs(normal).max() <= 2 * std / 0.87962566103423978  # truncated at 2 sigma
+    assert normal.std() == pytest.approx(std, rel=0.02)
+    assert glorot_uniform(rng, shape).std() < uniform.std()
+    he_model = build_model("convnet", init="he_normal")
+    glorot_model = build_model("convnet")
+    assert he_model.layers[2].params["kernel"].std() > glorot_model.layers[2].params["kernel"].std()
+    with pytest.raises(ValueError, match="init"):
+        build_model("convnet", init="zeros")
+
+
+def test_forward_shapes_and_input_checks():
+    x, _ = random_batch(3, 0)
+    mlp, cnn = build_model("fc128"), build_model("convnet")
+    assert np.array_equal(mlp.forward(x), mlp.forward(x.reshape(3, 784)))
+    assert cnn.forward(x).shape == (3, 10) and cnn.forward(x).dtype == np.float32
+    with pytest.raises(ValueError, match=r"\(N, 28, 28, 1\)"):
+        cnn.forward(x.reshape(3, 784))
+    with pytest.raises(ValueError, match="got"):
+        mlp.forward(np.zeros((3, 10)))
+    with pytest.raises(KeyError, match="unknown model"):
+        build_model("resnet")
+
+
+def test_dropout_active_only_in_training():
+    model = build_model("convnet")
+    x, _ = random_batch(4, 1)
+    assert np.array_equal(model.forward(x), model.forward(x))
+    assert not np.array_equal(model.forward(x, training=True), model.forward(x, training=True))
+    assert all(layer.rng is model.rng for layer in model.layers if isinstance(layer, Dropout))
+
+
+# --- whole-network gradient checks --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_COUNTS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_whole_network_gradients(name, seed):
+    """loss_and_grads (cross-entropy + L2, dropout on with a fixed mask) vs central
+    differences on 12 random entries of every parameter array, two random images."""
+    model = build_model(name, l2=L2, seed=seed).astype(np.float64)
+    x, y = random_batch(2, seed)
+    rows = model_gradient_errors(model, x, y, entries=12, seed=seed)
+    assert [(layer, key) for layer, key, _, _ in rows] == [
+        (model.layers[i].name, key) for i, key, _ in model.parameters()]
+    for (_, _, value), (layer, key, checked, error) in zip(model.parameters(), rows):
+        assert checked >= min(3, value.size), f"{layer}/{key}: {checked} entries away from kinks"
+        assert error < NETWORK_GRAD_TOLERANCE, f"{name} {layer}/{key}: {error:.2e}"
+
+
+def test_whole_network_check_catches_a_wrong_gradient():
+    model = build_model("tiny", seed=0).astype(np.float64)
+    x, y = random_batch(2, 0)
+    original = model.loss_and_grads
+
+    def broken(*args, **kwargs):  # a 1% error in one array's gradient
+        result = original(*args, **kwargs)
+        model.layers[2].grads["kernel"] *= 1.01
+        return result
+
+    model.loss_and_grads = broken
+    errors = {(layer, key): e for layer, key, _, e in model_gradient_errors(model, x, y, 12)}
+    assert errors[("conv2d_2", "kernel")] > 1e-3
+    assert errors[("conv2d_0", "kernel")] < NETWORK_GRAD_TOLERANCE
+
+
+def test_l2_adds_penalty_and_gradient():
+    x, y = random_batch(4, 2)
+    plain = build_model("fc128", seed=3).astype(np.float64)
+    decayed = build_model("fc128", seed=3, l2=0.01).astype(np.float64)
+    loss0, _ = plain.loss_and_grads(x, y)
+    loss1, _ = decayed.loss_and_grads(x, y)
+    kernels = [layer.params["kernel"] for layer in plain.layers if layer.params]
+    assert loss1 - loss0 == pytest.approx(0.01 * sum(np.sum(k ** 2) for k in kernels), rel=1e-12)
+    for a, b in zip(plain.layers[1:], decayed.layers[1:]):
+        np.testing.assert_allclose(b.grads["kernel"] - a.grads["kernel"], 0.02 * a.params["kernel"],
+                                   rtol=1e-9, atol=1e-15)
+        np.testing.assert_array_equal(b.grads["bias"], a.grads["bias"])  # biases not decayed
+
+
+def test_backward_can_return_the_input_gradient():
+    model = build_model("tiny").astype(np.float64)
+    x, y = random_batch(2, 3)
+    _, logits = model.loss_and_grads(x, y)
+    from scratch.losses import softmax_cross_entropy
+    dx = model.backward(softmax_cross_entropy(logits, y)[1], input_grad=True)
+    assert dx.shape == x.shape and np.abs(dx).max() > 0
+
+
+# --- learning -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, steps", [("fc128", 60), ("convnet", 60)])
+def test_overfits_50_examples(name, steps):
+    """50 random images with random labels: memorised to 100% (inference mode)."""
+    x, y = random_batch(50, 4)
+    x = x.astype(np.float32)
+    model = build_model(name, seed=0)
+    optimizer = Adam(learning_rate=0.01)
+    losses = []
+    for _ in range(steps):
+        loss, _ = model.loss_and_grads(x, y)
+        model.apply_gradients(optimizer)
+        losses.append(loss)
+    accuracy = np.mean(model.forward(x).argmax(axis=1) == y)
+    assert accuracy == 1.0, f"accuracy {accuracy} after {steps} steps, losses {losses[::10]}"
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_apply_gradients_keeps_one_state_per_parameter():
+    model = build_model("fc128")
+    x, y = random_batch(8, 5)
+    model.loss_and_grads(x, y)
+    before = [w.copy() for _, _, w in model.parameters()]
+    model.apply_gradients(Adam())
+    assert set(model.optimizer_states) == {(i, key) for i, key, _ in model.parameters()}
+    assert all(state["step"] == 1 for state in model.optimizer_states.values())
+    assert all(not np.array_equal(w, b) for (_, _, w), b in zip(model.parameters(), before))
+
+
+def test_astype_copies():
+    model = build_model("tiny")
+    double = model.astype(np.float64)
+    assert double.dtype == np.float64 and model.dtype == np.float32
+    double.layers[0].params["kernel"][...] = 0
+    assert model.layers[0].params["kernel"].any()
+
+
+# --- saving and loading ---------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path):
+    model = build_model("convnet", l2=0.001, seed=5)
+    x, _ = random_batch(3, 6)
+    path = tmp_path / "convnet.npz"
+    save_npz(model, path)
+    loaded = load_npz(path)
+    assert (loaded.name, loaded.l2) == ("convnet", 0.001)
+    for (i, key, a), (j, key2, b) in zip(model.parameters(), loaded.parameters()):
+        assert (i, key) == (j, key2) and a.dtype == b.dtype and np.array_equal(a, b)
+    assert np.array_equal(model.forward(x), loaded.forward(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["convnet.npz"]  # no temporary left behind
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    save_npz(build_model("fc8"), path)
+    good = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_npz(build_model("fc8", seed=1), path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def bad_files(tmp_path):
+    good = tmp_path / "good.npz"
+    save_npz(build_model("fc16"), good)
+    raw = good.read_bytes()
+    files = {
+        "missing": (tmp_path / "nope.npz", "no such file"),
+        "text": (tmp_path / "text.npz", "not a valid .npz"),
+        "truncated": (tmp_path / "truncated.npz", "not a valid .npz"),
+        "npy": (tmp_path / "array.npy", ".npy"),
+        "foreign": (tmp_path / "foreign.npz", "not a twinnet NumPy model"),
+        "shape": (tmp_path / "shape.npz", "needs floats of shape"),
+        "missing weight": (tmp_path / "partial.npz", "missing dense_2/bias"),
+        "arch": (tmp_path / "arch.npz", "bad architecture"),
+    }
+    files["text"][0].write_text("hello\n")
+    files["truncated"][0].write_bytes(raw[: len(raw) // 2])
+    np.save(files["npy"][0], np.zeros(3))
+    np.savez(files["foreign"][0], weights=np.zeros(3))
+    arrays = dict(np.load(good))
+    np.savez(files["shape"][0], **{**arrays, "dense_1/kernel": np.zeros((784, 15))})
+    np.savez(files["missing weight"][0], **{k: v for k, v in arrays.items() if k != "dense_2/bias"})
+    np.savez(files["arch"][0], **{**arrays, "arch": np.array("resnet")})
+    return files
+
+
+def test_load_npz_bad_files_give_one_line_errors(tmp_path):
+    for kind, (path, expected) in bad_files(tmp_path).items():
+        with pytest.raises(CheckpointError) as info:
+            load_npz(path)
+        message = str(info.value)
+        assert str(path) in message and expected in message and "\n" not in message, kind
+
+
+def test_model_cli_bad_npz_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not numpy\n")
+    result = subprocess.run([sys.executable, "-m", "scratch.model", "--file", str(bad)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"error: {bad}: not a valid .npz file" in result.stderr.strip().splitlines()[-1]
+
+
+def test_model_cli_prints_tables(tmp_path):
+    path = tmp_path / "tiny.npz"
+    save_npz(build_model("tiny"), path)
+    result = subprocess.run([sys.executable, "-m", "scratch.model", "fc128", "--file", str(path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "101,770" in result.stdout and "1,765" in result.stdout
+    assert "5*5*8*3 + 3 = 603" in result.stdout
