@@ -10,6 +10,5 @@ Pure NumPy: nothing in this package may import TensorFlow or Keras.
     model      build_model(name) -> Model; parameter tables; save_npz / load_npz
     gradcheck  central differences against the hand-written gradients
     train      the training loops and `python -m scratch.train`
-    blas       how many threads NumPy's matrix products use
     reference  naive loop versions of conv2d and maxpool2d (what the tests compare to)
 """

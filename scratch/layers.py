@@ -125,29 +125,40 @@ def pad_input(x, kh, kw, padding):
     return np.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
 
 
-def im2col(xp, kh, kw):
+def im2col(xp, kh, kw, ones=False):
     """Every KH x KW patch of xp as one row.
 
     xp: (N, Hp, Wp, C). Returns cols (N*Ho*Wo, KH*KW*C), Ho = Hp-KH+1, Wo = Wp-KW+1,
     each row ordered (kh, kw, c) like a HWIO kernel reshaped to (KH*KW*C, C_out).
-    One sliding-window view per kernel row keeps the channel axis innermost
-    while copying, which is faster than copying the full 6-d view at once.
+    ones=True appends a column of ones (N*Ho*Wo, KH*KW*C + 1): the "bias trick",
+    [patch, 1] @ [kernel; bias] = patch @ kernel + bias in one matmul.
+    The copies go one kernel row at a time (KW*C contiguous values per patch
+    row) or, for a single channel, one kernel tap at a time (Wo contiguous
+    values): long contiguous runs are what make NumPy copy fast.
     """
     n, hp, wp, c = xp.shape
     ho, wo = hp - kh + 1, wp - kw + 1
-    cols = np.empty((n, ho, wo, kh, kw, c), dtype=xp.dtype)
+    k = kh * kw * c
+    cols = np.empty((n * ho * wo, k + ones), dtype=xp.dtype)
+    patches = cols[:, :k].reshape(n, ho, wo, kh, kw, c)  # a view: splitting axes never copies
     for i in range(kh):
-        # (N, Ho, Wo, C, KW) view -> (N, Ho, Wo, KW, C)
-        window = sliding_window_view(xp[:, i:i + ho], kw, axis=2)
-        cols[:, :, :, i] = window.transpose(0, 1, 2, 4, 3)
-    return cols.reshape(n * ho * wo, kh * kw * c)
+        if c == 1:
+            for j in range(kw):
+                patches[:, :, :, i, j] = xp[:, i:i + ho, j:j + wo]
+        else:  # (N, Ho, Wo, C, KW) window view -> (N, Ho, Wo, KW, C)
+            window = sliding_window_view(xp[:, i:i + ho], kw, axis=2)
+            patches[:, :, :, i] = window.transpose(0, 1, 2, 4, 3)
+    if ones:
+        cols[:, k] = 1
+    return cols
 
 
 def col2im(dcols, xp_shape, kh, kw):
     """The adjoint of im2col: add every row's patch back where it came from.
 
-    dcols: (N*Ho*Wo, KH*KW*C). Returns dxp (N, Hp, Wp, C). The loop runs over the
-    KH*KW kernel offsets, each adding one whole shifted (N, Ho, Wo, C) block.
+    dcols: (N*Ho*Wo, KH*KW*C). Returns dxp (N, Hp, Wp, C), Hp = Ho+KH-1, Wp = Wo+KW-1.
+    The loop runs over the KH*KW kernel offsets, each adding one whole shifted
+    (N, Ho, Wo, C) block.
     """
     n, hp, wp, c = xp_shape
     ho, wo = hp - kh + 1, wp - kw + 1
@@ -164,7 +175,8 @@ def conv2d_forward(x, params, padding="valid"):
 
     x: (N, H, W, C); params["kernel"]: (KH, KW, C, F), params["bias"]: (F,).
     padding: "valid" (Ho = H-KH+1) or "same" (Ho = H, TensorFlow's padding rule).
-    Returns out (N, Ho, Wo, F) and cache (cols, padded input shape, kernel, padding).
+    Returns out (N, Ho, Wo, F) = [cols, 1] @ [kernel; bias] and cache (cols with
+    their ones column, padded input shape, kernel, padding).
     """
     kernel = params["kernel"]
     kh, kw, c, f = kernel.shape
@@ -172,28 +184,36 @@ def conv2d_forward(x, params, padding="valid"):
         raise ValueError(f"conv2d input has {x.shape[-1]} channels, kernel expects {c}")
     xp = pad_input(x, kh, kw, padding)
     n, hp, wp, _ = xp.shape
-    cols = im2col(xp, kh, kw)
-    out = cols @ kernel.reshape(kh * kw * c, f)
-    out += params["bias"]
+    cols = im2col(xp, kh, kw, ones=True)
+    out = cols @ np.vstack([kernel.reshape(kh * kw * c, f), params["bias"]])
     return out.reshape(n, hp - kh + 1, wp - kw + 1, f), (cols, xp.shape, kernel, padding)
 
 
 def conv2d_backward(dout, cache, input_grad=True):
     """dout: (N, Ho, Wo, F). Returns {"x": (N, H, W, C), "kernel": (KH, KW, C, F), "bias": (F,)}.
 
-    dkernel = cols^T @ dout and dx = col2im(dout @ kernel^T): the two matmuls
-    of the forward pass, transposed. input_grad=False skips dL/dx.
+    [dkernel; dbias] = [cols, 1]^T @ dout: the forward matmul, transposed (the
+    ones column sums dout over all positions for the bias). For dx, kernel tap
+    (i, j) read input pixel (h+i, w+j) for output (h, w), so it sends
+    dout @ kernel[i, j]^T back there: one (N*Ho*Wo, F) @ (F, C) product and one
+    shifted add per tap. (The same sum as col2im of dout @ kernel^T, but adding
+    whole contiguous (Wo, C) rows is several times faster.) input_grad=False
+    skips dL/dx.
     """
     cols, xp_shape, kernel, padding = cache
     kh, kw, c, f = kernel.shape
+    n, ho, wo, _ = dout.shape
     dout2d = dout.reshape(-1, f)
-    grads = {"kernel": (cols.T @ dout2d).reshape(kernel.shape), "bias": dout2d.sum(axis=0)}
+    dparams = cols.T @ dout2d  # (KH*KW*C + 1, F)
+    grads = {"kernel": dparams[:-1].reshape(kernel.shape), "bias": dparams[-1]}
     if input_grad:
-        dxp = col2im(dout2d @ kernel.reshape(kh * kw * c, f).T, xp_shape, kh, kw)
+        dxp = np.zeros(xp_shape, dtype=dout.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, i:i + ho, j:j + wo] += (dout2d @ kernel[i, j].T).reshape(n, ho, wo, c)
         if padding == "same":
             (top, _), (left, _) = same_padding(kh), same_padding(kw)
-            h, w = xp_shape[1] - kh + 1, xp_shape[2] - kw + 1
-            dxp = dxp[:, top:top + h, left:left + w]
+            dxp = dxp[:, top:top + ho, left:left + wo]
         grads["x"] = dxp
     return grads
 
@@ -211,33 +231,43 @@ def pool_windows(x, pool_size):
     return x[:, :ho * p, :wo * p].reshape(n, ho, p, wo, p, c)
 
 
-def maxpool2d_forward(x, pool_size=2):
+def _max_of(arrays):
+    """Elementwise maximum of same-shape arrays, as a new array."""
+    result = np.maximum(arrays[0], arrays[1]) if len(arrays) > 1 else arrays[0].copy()
+    for array in arrays[2:]:
+        np.maximum(result, array, out=result)
+    return result
+
+
+def maxpool2d_forward(x, pool_size=2, relu=False):
     """Max over non-overlapping pool_size x pool_size windows (stride = pool_size).
 
-    x: (N, H, W, C). Returns out (N, H//p, W//p, C) and cache (x, out, pool_size).
-    Leftover rows and columns are dropped, like Keras's 'valid'. Two elementwise
-    maximum passes, over window rows then window columns, instead of a slow
-    reduction over two non-adjacent axes.
+    x: (N, H, W, C). Returns out (N, H//p, W//p, C) and cache (x, window maxima,
+    pool_size, relu). Leftover rows and columns are dropped, like Keras's 'valid'.
+    relu=True returns max(out, 0): the same numbers as pooling a ReLU's output
+    (max and ReLU commute) for a quarter of the work. The maximum is taken over
+    window rows, then window columns: elementwise passes, not a slow reduction
+    over two non-adjacent axes.
     """
     windows = pool_windows(x, pool_size)
-    rows_max = windows[:, :, 0].copy()  # (N, Ho, Wo, p, C)
-    for a in range(1, pool_size):
-        np.maximum(rows_max, windows[:, :, a], out=rows_max)
-    out = rows_max[:, :, :, 0].copy()  # (N, Ho, Wo, C)
-    for b in range(1, pool_size):
-        np.maximum(out, rows_max[:, :, :, b], out=out)
-    return out, (x, out, pool_size)
+    rows_max = _max_of([windows[:, :, a] for a in range(pool_size)])  # (N, Ho, Wo, p, C)
+    maxima = _max_of([rows_max[:, :, :, b] for b in range(pool_size)])  # (N, Ho, Wo, C)
+    out = np.maximum(maxima, 0) if relu else maxima
+    return out, (x, maxima, pool_size, relu)
 
 
 def maxpool2d_backward(dout, cache):
     """dout: (N, Ho, Wo, C). Returns {"x": (N, H, W, C)}.
 
     Each window's gradient goes to its FIRST maximum in row-major order, as in
-    TensorFlow's MaxPoolGrad, so ties (common after a ReLU: windows of zeros)
-    never double it; dropped rows and columns get 0.
+    TensorFlow's MaxPoolGrad, so ties (windows of equal values, e.g. blank
+    image regions) never double it; dropped rows and columns get 0. With the
+    fused ReLU, windows whose maximum is <= 0 pass no gradient (ReLU's backward).
     """
-    x, out, p = cache
-    is_max = pool_windows(x, p) == out[:, :, None, :, None, :]  # (N, Ho, p, Wo, p, C)
+    x, maxima, p, relu = cache
+    if relu:
+        dout = dout * (maxima > 0)
+    is_max = pool_windows(x, p) == maxima[:, :, None, :, None, :]  # (N, Ho, p, Wo, p, C)
     taken = is_max[:, :, 0, :, 0].copy()  # window's maximum already claimed
     for a in range(p):
         for b in range(p):
@@ -289,16 +319,20 @@ class _Affine(Layer):
             raise ValueError(f"activation {activation!r}: expected None or 'relu'")
         self.params = {"kernel": kernel, "bias": bias}
         self.activation = activation
+        self.relu_in_next_layer = False  # a following MaxPool2D applies the ReLU (see there)
         self.relu_cache = None
+
+    def _relu(self):
+        return self.activation == "relu" and not self.relu_in_next_layer
 
     def forward(self, x, training=False):
         out, self.cache = self._forward(x)
-        if self.activation == "relu":
+        if self._relu():
             out, self.relu_cache = relu_forward(out, inplace=True)
         return out
 
     def backward(self, dout):
-        if self.activation == "relu":
+        if self._relu():
             dout = relu_backward(dout, self.relu_cache)["x"]
         grads = self._backward(dout)
         dx = grads.pop("x", None)
@@ -332,14 +366,20 @@ class Conv2D(_Affine):
 
 
 class MaxPool2D(Layer):
-    """Max pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C)."""
+    """Max pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C).
 
-    def __init__(self, pool_size=2, name=""):
+    relu=True: also apply the previous layer's ReLU, after pooling (the model sets
+    it together with that layer's `relu_in_next_layer`): same numbers, a quarter
+    of the ReLU's work in both passes.
+    """
+
+    def __init__(self, pool_size=2, relu=False, name=""):
         super().__init__(name)
         self.pool_size = pool_size
+        self.relu = relu
 
     def forward(self, x, training=False):
-        out, self.cache = maxpool2d_forward(x, self.pool_size)
+        out, self.cache = maxpool2d_forward(x, self.pool_size, self.relu)
         return out
 
     def backward(self, dout):

@@ -77,6 +77,11 @@ class Model:
     layers: one layer object per zoo spec. rng: the numpy Generator the dropout
     layers draw their masks from. optimizer_states: (layer index, param name)
     -> the state `update` returned last; clear it before switching optimizers.
+
+    Where a ReLU layer feeds max pooling (conv -> pool), the pooling layer applies
+    the ReLU after taking the maxima: max and ReLU commute, so logits and
+    gradients are exactly those of ReLU-then-pool, for a quarter of the ReLU's
+    work. (That conv layer's own output is then the pre-activation.)
     """
 
     def __init__(self, name: str, layers: list, l2: float = 0.0, rng=None):
@@ -89,6 +94,9 @@ class Model:
         self.optimizer_states: dict = {}
         self.conv = zoo.has_conv(name)
         self.first_trainable = next(i for i, layer in enumerate(layers) if layer.params)
+        for layer, following in zip(layers, layers[1:]):
+            if isinstance(following, MaxPool2D) and getattr(layer, "activation", None) == "relu":
+                layer.relu_in_next_layer = following.relu = True
 
     @property
     def dtype(self):

@@ -168,10 +168,11 @@ def test_l2_penalty_matches_keras_definition_and_gradient():
 
 @pytest.mark.parametrize("kernel_size", [1, 2, 3, 5])
 @pytest.mark.parametrize("padding", ["valid", "same"])
-def test_conv2d_matches_naive_loops(kernel_size, padding):
+@pytest.mark.parametrize("channels", [1, 3])  # im2col copies a single channel differently
+def test_conv2d_matches_naive_loops(kernel_size, padding, channels):
     rng = np.random.default_rng(10 + kernel_size)
-    x = rand(rng, 2, 7, 6, 3)
-    kernel, bias = rand(rng, kernel_size, kernel_size, 3, 4), rand(rng, 4)
+    x = rand(rng, 2, 7, 6, channels)
+    kernel, bias = rand(rng, kernel_size, kernel_size, channels, 4), rand(rng, 4)
     out, cache = L.conv2d_forward(x, {"kernel": kernel, "bias": bias}, padding)
     np.testing.assert_allclose(out, reference.conv2d_naive(x, kernel, bias, padding),
                                rtol=1e-12, atol=1e-12)
@@ -180,6 +181,17 @@ def test_conv2d_matches_naive_loops(kernel_size, padding):
     dx, dkernel, dbias = reference.conv2d_backward_naive(dout, x, kernel, padding)
     for ours, loops in ((grads["x"], dx), (grads["kernel"], dkernel), (grads["bias"], dbias)):
         np.testing.assert_allclose(ours, loops, rtol=1e-12, atol=1e-12)
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    """<im2col(x), G> == <x, col2im(G)> for every x and G: col2im is im2col transposed."""
+    rng = np.random.default_rng(12)
+    x = rand(rng, 2, 6, 7, 3)
+    cols = L.im2col(x, 3, 2)
+    assert cols.shape == (2 * 4 * 6, 3 * 2 * 3)
+    assert np.array_equal(cols[7], x[0, 1:4, 1:3, :].reshape(-1))  # row 7: patch at (1, 1)
+    g = rand(rng, *cols.shape)
+    assert np.sum(cols * g) == pytest.approx(np.sum(x * L.col2im(g, x.shape, 3, 2)), rel=1e-12)
 
 
 @pytest.mark.parametrize("pool_size, shape", [(2, (3, 6, 8, 4)), (2, (2, 7, 5, 3)),
@@ -192,6 +204,19 @@ def test_maxpool2d_matches_naive_loops_with_ties(pool_size, shape):
     dout = rand(rng, *out.shape)
     dx = L.maxpool2d_backward(dout, cache)["x"]
     assert np.array_equal(dx, reference.maxpool2d_backward_naive(dout, x, pool_size))
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (2, 7, 5, 2)])
+def test_maxpool2d_with_fused_relu_equals_relu_then_pool_exactly(shape):
+    rng = np.random.default_rng(13)
+    x = rng.integers(-2, 3, shape).astype(np.float64)  # negatives, zeros and ties
+    relu_out, relu_cache = L.relu_forward(x)
+    pooled, pool_cache = L.maxpool2d_forward(relu_out, 2)
+    fused, fused_cache = L.maxpool2d_forward(x, 2, relu=True)
+    assert np.array_equal(fused, pooled)
+    dout = rand(rng, *pooled.shape)
+    two_steps = L.relu_backward(L.maxpool2d_backward(dout, pool_cache)["x"], relu_cache)["x"]
+    assert np.array_equal(L.maxpool2d_backward(dout, fused_cache)["x"], two_steps)
 
 
 def test_maxpool2d_gradient_goes_to_the_first_maximum_only():
@@ -248,12 +273,14 @@ def test_layer_classes_fill_grads_and_never_touch_params():
     rng = np.random.default_rng(7)
     conv = L.Conv2D(rand(rng, 3, 3, 2, 4), rand(rng, 4), "same", "relu", name="conv2d_0")
     dense = L.Dense(rand(rng, 36, 5), rand(rng, 5), None, name="dense_3")
-    stack = [conv, L.MaxPool2D(2), L.Flatten(), L.Dropout(0.5, np.random.default_rng(0)), dense]
+    stack = [conv, L.MaxPool2D(2), L.Flatten(), L.Dropout(0.5, np.random.default_rng(0)), dense,
+             L.ReLU()]
     before = [{k: v.copy() for k, v in layer.params.items()} for layer in stack]
     x = rand(rng, 2, 6, 6, 2)
     out = x
     for layer in stack:
         out = layer.forward(out, training=True)
+    assert out.shape == (2, 5) and out.min() >= 0
     grad = rand(rng, *out.shape)
     for layer in reversed(stack):
         grad = layer.backward(grad)

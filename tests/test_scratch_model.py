@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from scratch import zoo
-from scratch.blas import blas_threads, set_blas_threads
+from threadpoolctl import threadpool_limits
 from scratch.gradcheck import model_gradient_errors
 from scratch.layers import Dropout
 from scratch.model import (CheckpointError, build_model, glorot_uniform, he_normal, he_uniform,
@@ -27,12 +27,9 @@ L2 = 2.0 ** -10
 
 @pytest.fixture(autouse=True, scope="module")
 def one_blas_thread():
-    """These matrices are small: a second BLAS thread only adds waiting (scratch.blas)."""
-    previous = blas_threads()
-    set_blas_threads(1)
-    yield
-    if previous:
-        set_blas_threads(previous)
+    """These matrices are small: a second BLAS thread only adds waiting."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def random_batch(n, seed):
@@ -126,6 +123,25 @@ def test_forward_shapes_and_input_checks():
         mlp.forward(np.zeros((3, 10)))
     with pytest.raises(KeyError, match="unknown model"):
         build_model("resnet")
+
+
+@pytest.mark.parametrize("name", ["tiny", "convnet", "cnn3"])
+def test_relu_applied_after_pooling_changes_no_number(name):
+    """The model runs conv -> ReLU -> pool as conv -> pool -> ReLU; compare with a copy
+    that takes the textbook order: same logits, loss and gradients, bit for bit."""
+    fused = build_model(name, seed=1, l2=L2)
+    textbook = fused.astype(np.float32)
+    pairs = [(a, b) for a, b in zip(textbook.layers, textbook.layers[1:]) if getattr(b, "relu", 0)]
+    assert len(pairs) == sum(spec.kind == "maxpool2d" for spec in zoo.architecture(name))
+    for conv, pool in pairs:
+        conv.relu_in_next_layer = pool.relu = False
+    x, y = random_batch(4, 7)
+    loss_a, logits_a = fused.loss_and_grads(x, y, training=False)
+    loss_b, logits_b = textbook.loss_and_grads(x, y, training=False)
+    assert loss_a == loss_b and np.array_equal(logits_a, logits_b)
+    for layer_a, layer_b in zip(fused.layers, textbook.layers):
+        for key in layer_a.grads:
+            assert np.array_equal(layer_a.grads[key], layer_b.grads[key]), (layer_a.name, key)
 
 
 def test_dropout_active_only_in_training():
