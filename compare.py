@@ -327,10 +327,10 @@ def parse_args(argv):
         parser.add_argument("--lockstep-steps", type=int, default=50)
         parser.add_argument("--logdir", default="runs")
         parser.add_argument("--figure", default="compare.png")
-    if command == "bench":
-        parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
     args.command = command
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
     if command == "run":
         args.model = args.model or DEFAULT_MODELS
         if args.lr is None:
@@ -338,6 +338,8 @@ def parse_args(argv):
         for flag in ("epochs", "batch_size", "lockstep_steps"):
             if getattr(args, flag) < 1:
                 parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+        if args.lr <= 0:
+            parser.error("--lr must be positive")
     return args
 
 
