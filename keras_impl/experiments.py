@@ -323,8 +323,8 @@ def l2_sweep_experiment(args, settings, console) -> dict:
     result = {
         "model": L2_MODEL, "architecture": "784-500-300-10, ReLU",
         "replicates": settings["replicates"],
-        "regularised": "every Dense kernel, the output layer's too (keras_impl.model puts L2 "
-                       "on all kernels), no biases; loss += factor * sum(kernel**2)",
+        "regularised": "the two hidden Dense kernels (not the output layer's, not biases; "
+                       "scratch.zoo's `regularize`); loss += factor * sum(kernel**2)",
         "settings": training_settings(args, settings), "factors": factors,
         "best_run": {"factor": best_factor, "seed": best["seed"], "logdir": best["logdir"],
                      "final_val_accuracy": best["final_val_accuracy"],

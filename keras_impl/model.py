@@ -14,7 +14,7 @@ from scratch import zoo
 
 def keras_layer(spec: zoo.LayerSpec, l2: float = 0.0, name: str | None = None):
     """The built-in Keras layer for one zoo `LayerSpec` (L2 on kernels when l2 > 0)."""
-    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    reg = keras.regularizers.L2(l2) if l2 > 0 and spec.regularize else None
     if spec.kind == "conv2d":
         return keras.layers.Conv2D(spec.filters, spec.kernel_size, padding=spec.padding,
                                    activation=spec.activation, kernel_regularizer=reg, name=name)

@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate (default 0.001 for adam, 0.1 for sgd)")
     parser.add_argument("--l2", type=float, default=0.0,
-                        help="L2 penalty factor on kernels (default 0)")
+                        help="L2 penalty factor on the hidden kernels (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="weights, dropout, shuffling")
     add_data_dir_arg(parser)
     parser.add_argument("--logdir", default=None,

@@ -222,8 +222,11 @@ def make_layer(spec: zoo.LayerSpec, row: zoo.ParamRow, rng, init_rng, init, dtyp
         kernel = INITIALIZERS[init](init_rng, row.shapes["kernel"]).astype(dtype)
         bias = np.zeros(row.shapes["bias"], dtype=dtype)
         if spec.kind == "dense":
-            return Dense(kernel, bias, spec.activation, name=name)
-        return Conv2D(kernel, bias, spec.padding, spec.activation, name=name)
+            layer = Dense(kernel, bias, spec.activation, name=name)
+        else:
+            layer = Conv2D(kernel, bias, spec.padding, spec.activation, name=name)
+        layer.regularized = spec.regularize  # L2 on hidden kernels, not the output layer's
+        return layer
     if spec.kind == "maxpool2d":
         return MaxPool2D(spec.pool_size, name=name)
     if spec.kind == "flatten":
@@ -239,7 +242,7 @@ def build_model(name: str, *, l2: float = 0.0, seed: int = 0, dtype=np.float32,
 
     Kernels from `init` ("glorot_uniform", Keras's default; "he_uniform" or
     "he_normal"), biases zero. `seed` fixes the weights and, through a second
-    independent stream, the dropout masks. l2 > 0 adds L2 on every kernel.
+    independent stream, the dropout masks. l2 > 0 adds L2 on every hidden kernel.
     """
     if init not in INITIALIZERS:
         raise ValueError(f"init {init!r}: expected one of {', '.join(INITIALIZERS)}")

@@ -167,7 +167,7 @@ def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
                         help="sgd momentum (default 0)")
     parser.add_argument("--nesterov", action="store_true", help="sgd with Nesterov momentum")
     parser.add_argument("--l2", metavar="X", type=_number(float, 0), default=0.0,
-                        help="L2 factor on every kernel, as keras.regularizers.L2 (default 0)")
+                        help="L2 factor on the hidden kernels, as keras.regularizers.L2 (default 0)")
     parser.add_argument("--init", choices=("glorot_uniform", "he_uniform", "he_normal"),
                         default="glorot_uniform",
                         help="kernel initializer (default glorot_uniform)")

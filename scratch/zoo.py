@@ -29,6 +29,9 @@ class LayerSpec:
           "dense" (units, activation), "dropout" (rate), "batchnorm".
     activation: None (linear) or "relu"; the last dense layer is always linear
     (it produces logits; softmax lives in the loss, or in the exported model).
+    regularize: whether L2 (when asked for) applies to this layer's kernel. It does for
+    hidden conv and dense layers, not for the output layer (as in Hinton's weight-decay
+    MLP): `logits()` sets it False.
     """
 
     kind: str
@@ -39,6 +42,7 @@ class LayerSpec:
     pool_size: int = 2
     rate: float = 0.0
     activation: str | None = None
+    regularize: bool = True
 
 
 def conv(filters, kernel_size=3, padding="valid", activation="relu"):
@@ -55,7 +59,7 @@ def dense(units, activation="relu"):
 
 
 def logits():
-    return LayerSpec("dense", units=NUM_CLASSES, activation=None)
+    return LayerSpec("dense", units=NUM_CLASSES, activation=None, regularize=False)
 
 
 FLATTEN = LayerSpec("flatten")

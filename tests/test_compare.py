@@ -139,3 +139,15 @@ def test_end_to_end_run_on_a_subset(tmp_path):
     # fc128 learns something from 2,048 images in one epoch, in both implementations.
     assert result["models"]["fc128"]["training"]["numpy"]["test_accuracy"] > 0.7
     assert result["models"]["fc128"]["training"]["keras"]["test_accuracy"] > 0.7
+
+
+def test_l2_covers_the_hidden_kernels_only_in_both_implementations():
+    pair = twin.twin_pair("mlp500", "float64", l2=2.0**-10)
+    keras_regularized = [layer.name for layer in pair.keras_model.arch_layers
+                         if getattr(layer, "kernel_regularizer", None) is not None]
+    numpy_regularized = [layer.name for layer in pair.numpy_model.layers
+                         if layer.params and layer.regularized]
+    assert keras_regularized == numpy_regularized == ["dense_1", "dense_2"]
+    hidden = sum(float(np.sum(layer.params["kernel"] ** 2))
+                 for layer in pair.numpy_model.layers[1:3])
+    assert pair.numpy_model.l2_loss() == pytest.approx(2.0**-10 * hidden, rel=1e-12)

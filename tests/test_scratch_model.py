@@ -186,18 +186,20 @@ def test_whole_network_check_catches_a_wrong_gradient():
     assert errors[("conv2d_0", "kernel")] < NETWORK_GRAD_TOLERANCE
 
 
-def test_l2_adds_penalty_and_gradient():
+def test_l2_adds_penalty_and_gradient_on_hidden_kernels():
     x, y = random_batch(4, 2)
     plain = build_model("fc128", seed=3).astype(np.float64)
     decayed = build_model("fc128", seed=3, l2=0.01).astype(np.float64)
     loss0, _ = plain.loss_and_grads(x, y)
     loss1, _ = decayed.loss_and_grads(x, y)
-    kernels = [layer.params["kernel"] for layer in plain.layers if layer.params]
-    assert loss1 - loss0 == pytest.approx(0.01 * sum(np.sum(k ** 2) for k in kernels), rel=1e-12)
+    hidden, output = plain.layers[1], plain.layers[2]
+    assert loss1 - loss0 == pytest.approx(0.01 * np.sum(hidden.params["kernel"] ** 2), rel=1e-12)
+    np.testing.assert_allclose(decayed.layers[1].grads["kernel"] - hidden.grads["kernel"],
+                               0.02 * hidden.params["kernel"], rtol=1e-9, atol=1e-15)
+    # The output (logits) layer is not decayed, and no bias is.
+    np.testing.assert_array_equal(decayed.layers[2].grads["kernel"], output.grads["kernel"])
     for a, b in zip(plain.layers[1:], decayed.layers[1:]):
-        np.testing.assert_allclose(b.grads["kernel"] - a.grads["kernel"], 0.02 * a.params["kernel"],
-                                   rtol=1e-9, atol=1e-15)
-        np.testing.assert_array_equal(b.grads["bias"], a.grads["bias"])  # biases not decayed
+        np.testing.assert_array_equal(b.grads["bias"], a.grads["bias"])
 
 
 def test_backward_can_return_the_input_gradient():
