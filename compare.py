@@ -34,15 +34,6 @@ class ComparisonError(Exception):
     """The two implementations disagree where they must not (e.g. parameter counts)."""
 
 
-def zoo_name(text: str) -> str:
-    """argparse type: a zoo model name."""
-    try:
-        zoo.architecture(text)
-    except KeyError as err:
-        raise argparse.ArgumentTypeError(err.args[0]) from None
-    return text
-
-
 # --- 1. parameter tables -------------------------------------------------------
 
 
@@ -52,23 +43,20 @@ def param_comparison(name: str) -> dict:
     from keras_impl.model import build_twinnet
     from scratch.model import build_model
 
+    declared = zoo.param_rows(name)
     numpy_rows = build_model(name).param_table()
     keras_layers = arch_layers(build_twinnet(name))
     rows = []
-    for spec_row, numpy_row, keras_layer in zip(zoo.param_rows(name), numpy_rows, keras_layers):
+    for spec_row, numpy_row, keras_layer in zip(declared, numpy_rows, keras_layers):
         keras_count = sum(int(v.numpy().size) for v in keras_layer.trainable_weights)
         rows.append({"layer": spec_row.layer, "output_shape": list(spec_row.output_shape),
-                     "formula": spec_row.formula, "numpy": numpy_row.count,
-                     "keras": keras_count})
+                     "formula": spec_row.formula, "declared": spec_row.count,
+                     "numpy": numpy_row.count, "keras": keras_count})
     totals = {"numpy": sum(r["numpy"] for r in rows), "keras": sum(r["keras"] for r in rows)}
-    bad = [r["layer"] for r in rows if not r["numpy"] == r["keras"] == zoo_count(r, name)]
-    if bad or len(rows) != len(zoo.param_rows(name)):
+    bad = [r["layer"] for r in rows if not r["numpy"] == r["keras"] == r["declared"]]
+    if bad or not len(rows) == len(declared) == len(keras_layers):
         raise ComparisonError(f"{name}: parameter counts differ in {', '.join(bad) or 'layers'}")
     return {"rows": rows, "totals": totals}
-
-
-def zoo_count(row: dict, name: str) -> int:
-    return next(r.count for r in zoo.param_rows(name) if r.layer == row["layer"])
 
 
 def print_param_table(name: str, table: dict) -> None:
@@ -304,7 +292,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog=f"python compare.py {command}".replace(" run", ""),
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", type=zoo_name, default=None,
+    parser.add_argument("--model", nargs="+", type=zoo.name_argument, default=None,
                         help=f"zoo models (default: {' '.join(DEFAULT_MODELS)})")
     parser.add_argument("--json", help="write every number to this JSON file")
     parser.add_argument("--data-dir", help="folder with the MNIST IDX files "

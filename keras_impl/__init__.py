@@ -1,1 +1,1 @@
-"""twinnet.keras_impl: the TensorFlow/Keras implementation (course modules data, model, train, test)."""
+"""twinnet.keras_impl: the TensorFlow/Keras side (course modules data, model, train, test)."""

@@ -501,14 +501,6 @@ EXPERIMENTS = {"epochs": epochs_experiment, "l2-sweep": l2_sweep_experiment,
 # --- command line ------------------------------------------------------------------------
 
 
-def _zoo_name(text: str) -> str:
-    try:
-        zoo.architecture(text)
-    except KeyError as err:
-        raise argparse.ArgumentTypeError(err.args[0]) from None
-    return text
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -548,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--seed", type=int, default=0, help="seed of the (first) run")
         add_data_dir_arg(sub)
         if "models" in full:
-            sub.add_argument("--models", nargs="+", type=_zoo_name,
+            sub.add_argument("--models", nargs="+", type=zoo.name_argument,
                              help=f"zoo models (default {' '.join(full['models'])})")
         if name == "l2-sweep":
             sub.add_argument("--factors", nargs="+", type=_l2_factor,
@@ -558,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "own-digits":
             sub.add_argument("--model-path", help="a trained .keras or .h5 model "
                                                   "(default: train --model here)")
-            sub.add_argument("--model", type=_zoo_name, help="zoo model to train (default convnet)")
+            sub.add_argument("--model", type=zoo.name_argument,
+                             help="zoo model to train (default convnet)")
             sub.add_argument("--fonts", type=_positive_int,
                              help=f"use the first N fonts (default all, up to "
                                   f"{len(FONT_FILES) + 1})")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import tensorflow as tf
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from keras_impl.data import make_dataset

@@ -142,19 +142,11 @@ def _number(kind, low, high=None, low_open=False):
     return parse
 
 
-def _model_name(text):
-    try:
-        zoo.architecture(text)
-    except KeyError as err:
-        raise argparse.ArgumentTypeError(err.args[0]) from None
-    return text
-
-
 def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
     """The checked arguments; add_data_dir_arg is keras_impl.data's (see main)."""
     parser = argparse.ArgumentParser(prog="python -m scratch.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="NAME", type=_model_name,
+    parser.add_argument("--model", required=True, metavar="NAME", type=zoo.name_argument,
                         help=f"{', '.join(zoo.model_names())} or fc<n>")
     parser.add_argument("--epochs", required=True, metavar="N", type=_number(int, 1),
                         help="epochs in total")
@@ -167,7 +159,8 @@ def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
                         help="sgd momentum (default 0)")
     parser.add_argument("--nesterov", action="store_true", help="sgd with Nesterov momentum")
     parser.add_argument("--l2", metavar="X", type=_number(float, 0), default=0.0,
-                        help="L2 factor on the hidden kernels, as keras.regularizers.L2 (default 0)")
+                        help="L2 factor on the hidden kernels, as keras.regularizers.L2 "
+                             "(default 0)")
     parser.add_argument("--init", choices=("glorot_uniform", "he_uniform", "he_normal"),
                         default="glorot_uniform",
                         help="kernel initializer (default glorot_uniform)")

@@ -13,6 +13,7 @@ implementations' real arrays against.
 """
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, field
 
@@ -106,6 +107,15 @@ def architecture(name: str) -> list[LayerSpec]:
         return fc(int(match.group(1)))
     raise KeyError(
         f"unknown model {name!r}: expected one of {', '.join(model_names())} or fc<n> (n >= 1)")
+
+
+def name_argument(text: str) -> str:
+    """argparse `type=` for a model name: the name, or a one-line usage error."""
+    try:
+        architecture(text)
+    except KeyError as err:
+        raise argparse.ArgumentTypeError(err.args[0]) from None
+    return text
 
 
 def has_conv(name: str) -> bool:
