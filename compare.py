@@ -38,14 +38,18 @@ class ComparisonError(Exception):
 
 
 def param_comparison(name: str) -> dict:
-    """Per-layer counts of both implementations next to the zoo formula; raises on mismatch."""
+    """Per-layer trainable counts of both implementations next to the zoo formula, and the
+    non-trainable ones (BatchNorm's moving mean and variance, which Keras's count_params()
+    includes); raises on mismatch."""
     from keras_impl.layout import arch_layers
     from keras_impl.model import build_twinnet
     from scratch.model import build_model
 
     declared = zoo.param_rows(name)
-    numpy_rows = build_model(name).param_table()
-    keras_layers = arch_layers(build_twinnet(name))
+    numpy_model = build_model(name)
+    numpy_rows = numpy_model.param_table()
+    keras_model = build_twinnet(name)
+    keras_layers = arch_layers(keras_model)
     rows = []
     for spec_row, numpy_row, keras_layer in zip(declared, numpy_rows, keras_layers):
         keras_count = sum(int(v.numpy().size) for v in keras_layer.trainable_weights)
@@ -53,10 +57,15 @@ def param_comparison(name: str) -> dict:
                      "formula": spec_row.formula, "declared": spec_row.count,
                      "numpy": numpy_row.count, "keras": keras_count})
     totals = {"numpy": sum(r["numpy"] for r in rows), "keras": sum(r["keras"] for r in rows)}
+    non_trainable = {"numpy": numpy_model.count_non_trainable(),
+                     "keras": sum(int(v.numpy().size) for v in keras_model.non_trainable_weights)}
     bad = [r["layer"] for r in rows if not r["numpy"] == r["keras"] == r["declared"]]
+    if non_trainable["numpy"] != non_trainable["keras"]:
+        bad.append("non-trainable weights")
     if bad or not len(rows) == len(declared) == len(keras_layers):
         raise ComparisonError(f"{name}: parameter counts differ in {', '.join(bad) or 'layers'}")
-    return {"rows": rows, "totals": totals}
+    return {"rows": rows, "totals": totals, "non_trainable": non_trainable,
+            "keras_count_params": keras_model.count_params()}
 
 
 def print_param_table(name: str, table: dict) -> None:
@@ -68,6 +77,12 @@ def print_param_table(name: str, table: dict) -> None:
                     f"{r['numpy']:,}", f"{r['keras']:,}")
     out.add_row("total", "", "", f"{table['totals']['numpy']:,}",
                 f"{table['totals']['keras']:,}", style="bold")
+    moving = table["non_trainable"]
+    if moving["keras"]:
+        out.add_row("non-trainable", "", "BatchNorm moving mean + variance (no gradient)",
+                    f"{moving['numpy']:,}", f"{moving['keras']:,}")
+        out.add_row("Keras count_params()", "", "trainable + non-trainable", "",
+                    f"{table['keras_count_params']:,}")
     console.print(out)
 
 
@@ -101,6 +116,7 @@ def params_command(args) -> dict:
         complexity.add_row(name, shape, f"{total:,}")
     console.print(complexity)
     return {"models": {name: t["totals"]["numpy"] for name, t in tables.items()},
+            "non_trainable": {name: t["non_trainable"]["numpy"] for name, t in tables.items()},
             "famous": famous_totals}
 
 
@@ -126,18 +142,23 @@ def gradient_section(name, args) -> dict:
                           "measure": twin.GRAD_MEASURE[dtype], "errors": report.errors,
                           "elementwise": report.elementwise, "normwise": report.normwise,
                           "max_error": report.max_error, "tolerance": report.tolerance,
-                          "passed": report.passed}
+                          "passed": report.passed, "zeros": list(report.zeros)}
     table = Table(title=f"{name}: NumPy vs TensorFlow gradients on one batch of {len(y)} "
                         "(relative error per variable)")
     table.add_column("variable")
     for dtype, rep in reports.items():
         table.add_column(f"{dtype} {rep['measure']} (<= {rep['tolerance']:g})", justify="right")
     for label in reports["float64"]["errors"]:
-        table.add_row(label, *(f"{rep['errors'][label]:.2e}" for rep in reports.values()))
+        shown = f"{label} (0: feeds BatchNorm)" if label in reports["float64"]["zeros"] else label
+        table.add_row(shown, *(f"{rep['errors'][label]:.2e}" for rep in reports.values()))
     table.add_row("loss NumPy / Keras",
                   *(f"{r['loss_numpy']:.8f} / {r['loss_keras']:.8f}" for r in reports.values()))
     table.add_row("verdict", *("[green]pass[/]" if r["passed"] else "[red]FAIL[/]"
                                for r in reports.values()), style="bold")
+    if reports["float64"]["zeros"]:
+        table.caption = ("Training mode, dropout off. (0: feeds BatchNorm): the batch mean "
+                         "absorbs that bias, its gradient is 0 and both sides hold round-off, "
+                         "measured against the network's largest gradient.")
     console.print(table)
     return reports
 
@@ -155,8 +176,16 @@ def lockstep_section(name, args) -> dict:
     console.print(f"{name}: lockstep {len(diffs)} {args.optimizer} steps ({args.dtype}, dropout "
                   f"off): loss {numpy_losses[0]:.4f} -> NumPy {numpy_losses[-1]:.6f}, Keras "
                   f"{keras_losses[-1]:.6f}; largest difference {max(diffs):.2e}")
-    return {"numpy": numpy_losses, "keras": keras_losses, "max_abs_diff": max(diffs),
-            "optimizer": args.optimizer, "dtype": args.dtype}
+    result = {"numpy": numpy_losses, "keras": keras_losses, "max_abs_diff": max(diffs),
+              "optimizer": args.optimizer, "dtype": args.dtype}
+    moving = {label: diff for label, diff in twin.weight_differences(pair).items()
+              if "/moving_" in label}
+    if moving:
+        worst = max(moving, key=moving.get)
+        console.print(f"{name}: BatchNorm moving statistics after the steps: largest relative "
+                      f"difference {moving[worst]:.2e} ({worst})")
+        result["moving_stats_max_diff"] = moving[worst]
+    return result
 
 
 # --- 5. full training on shared batches ---------------------------------------------

@@ -169,8 +169,11 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     `flat`; y int32 of shape (B,). Training shuffles by default with a seeded,
     per-epoch reshuffle (the same seed gives the same batches in every run and in
     both implementations). `limit` keeps the first N examples (quick runs, tests).
-    `augment` is an optional function (x_batch, y_batch) -> (x_batch, y_batch)
-    applied to training batches of shape (B, 28, 28, 1), before any flattening.
+    `augment`: a `keras_impl.augment.Augmentation` (training only) randomly
+    transforms every training image, before any flattening. Each batch gets its own
+    seed from a seeded random stream that is redrawn each epoch: the same `seed` (and
+    global seed, see `seed_tensorflow`) gives the same augmented batches in every run
+    and in both implementations, and every epoch gets new ones.
 
     The images are converted to float32 once and kept as one tensor; what flows
     through shuffle and batch are example indices, and each batch is one gather.
@@ -178,6 +181,8 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     """
     import tensorflow as tf
 
+    if augment is not None and split != "train":
+        raise ValueError(f"augment is for the training split only, got split {split!r}")
     images, labels = load_mnist(split, data_dir)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
@@ -191,7 +196,11 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda idx: (tf.gather(pixels, idx), tf.gather(targets, idx)))
     if augment is not None:
-        ds = ds.map(augment)
+        from keras_impl.augment import augment_batch
+
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, pair: (augment_batch(batch[0], pair, augment), batch[1]))
     if flat:
         ds = ds.map(lambda x, y: (tf.reshape(x, (-1, IMAGE_SIZE * IMAGE_SIZE)), y))
     # No autotuning: deleting an autotuned iterator at the end of an epoch can wait for
@@ -200,6 +209,19 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(2).with_options(options)
+
+
+def seed_tensorflow(seed: int) -> None:
+    """Set TensorFlow's global seed to `seed`.
+
+    tf.data's seeded shuffle and random streams combine their own seed with the
+    global one, so the same `make_dataset(seed=s)` yields other batches under
+    another global seed. Both training CLIs therefore set it to --seed (the Keras
+    one through keras.utils.set_random_seed) and see the same batches.
+    """
+    import tensorflow as tf
+
+    tf.random.set_seed(seed)
 
 
 def add_data_dir_arg(parser: argparse.ArgumentParser) -> None:

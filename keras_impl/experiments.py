@@ -121,7 +121,7 @@ def run_training(logdir: Path, model: str, args, *, epochs: int, seed: int = 0,
     wanted = {key: getattr(settings, key) for key in ("model", "loop", "optimizer", "lr", "l2",
                                                         "batch_size", "seed", "limit")}
     previous = _read_json(logdir / "run.json")
-    if previous is not None and previous != wanted:
+    if previous is not None and {key: previous.get(key) for key in wanted} != wanted:
         raise ExperimentError(f"{logdir}: holds a run with other settings ({previous}); "
                               "choose another --out or delete the folder")
     result = _read_json(logdir / "result.json")

@@ -62,6 +62,7 @@ KERAS_3_5_CONFIG_KEYS = {
     "MaxPooling2D": ("data_format", "dtype", "name", "padding", "pool_size", "strides",
                      "trainable"),
     "Ones": (),
+    "ReLU": ("dtype", "max_value", "name", "negative_slope", "threshold", "trainable"),
     "Sequential": ("build_input_shape", "dtype", "layers", "name", "trainable"),
     "Softmax": ("axis", "dtype", "name", "trainable"),
     "Zeros": (),
@@ -209,7 +210,7 @@ def export_h5(model: keras.Model, path) -> keras.Sequential:
 
 def probe_model() -> keras.Sequential:
     """One layer of every zoo kind, with L2, plus the softmax: every class an export writes."""
-    specs = [zoo.conv(4), zoo.LayerSpec("batchnorm"), zoo.pool(2), zoo.FLATTEN,
+    specs = [zoo.conv(4), zoo.batchnorm(), zoo.RELU, zoo.pool(2), zoo.FLATTEN,
              zoo.dropout(0.5), zoo.dense(8), zoo.logits()]
     return keras.Sequential([keras.Input(zoo.INPUT_SHAPE)]
                             + [keras_layer(spec, l2=0.01) for spec in specs]

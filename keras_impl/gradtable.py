@@ -1,9 +1,11 @@
 """`python compare.py gradcheck`: numeric vs NumPy vs TensorFlow gradients, one table.
 
 For every parameter array of every chosen zoo model (float64, a small random batch,
-L2 on): central differences against NumPy's backward pass on a sample of entries
-(`scratch.gradcheck`, dropout with a fixed mask), and NumPy's backward pass against
-TensorFlow's GradientTape on every entry (`keras_impl.twin`, dropout off).
+L2 on, training mode): finite differences against NumPy's backward pass on a sample
+of entries (`scratch.gradcheck`, dropout with a fixed mask), and NumPy's backward pass
+against TensorFlow's GradientTape on every entry (`keras_impl.twin`, dropout off).
+Rows marked "0: feeds BatchNorm" are biases whose gradient is exactly 0 in training
+mode; both checks measure them against the network's largest gradient.
 """
 from __future__ import annotations
 
@@ -17,6 +19,10 @@ from scratch import gradcheck, zoo
 # float32 tensor, which would round 1e-3 and cost the float64 comparison 8 digits.
 L2 = 2.0**-10
 ENTRIES = 20  # sampled entries per array for central differences
+# At most this many images: a step crosses fewer ReLU and max-pool kinks in a smaller
+# batch (with BatchNorm every weight moves every unit of its channels), so fewer
+# sampled entries are left out.
+MAX_BATCH = 2
 NUMERIC_TOLERANCE = 1e-7
 
 
@@ -29,11 +35,12 @@ def model_rows(name: str, seed: int, batch: int) -> list[dict]:
     pair = twin.twin_pair(name, "float64", seed, l2=L2)
     tf_errors = twin.gradient_agreement(pair, x, y).errors
     numeric = gradcheck.model_gradient_errors(pair.numpy_model, x, y, ENTRIES, seed=seed)
+    zeros = pair.numpy_model.biases_before_batchnorm()
     rows = []
     for (i, key, _), (layer, _, entries, numeric_error) in zip(pair.numpy_model.parameters(),
                                                                 numeric):
         rows.append({"model": name, "layer": layer, "param": key, "entries": entries,
-                     "numeric_vs_numpy": numeric_error,
+                     "zero_gradient": (i, key) in zeros, "numeric_vs_numpy": numeric_error,
                      "numpy_vs_tensorflow": tf_errors[f"{i}/{key}"]})
     return rows
 
@@ -46,12 +53,13 @@ def main(args, console) -> dict:
         table.add_column(column, justify="right" if column == "entries" else "left")
     rows = []
     for name in names:
-        for row in model_rows(name, args.seed, min(args.batch_size, 4)):
+        for row in model_rows(name, args.seed, min(args.batch_size, MAX_BATCH)):
             rows.append(row)
             marks = [f"{'[green]' if e <= tol else '[red]'}{e:.1e}[/]"
                      for e, tol in ((row["numeric_vs_numpy"], NUMERIC_TOLERANCE),
                                     (row["numpy_vs_tensorflow"], twin.GRAD_TOLERANCE["float64"]))]
-            table.add_row(name, row["layer"], row["param"], str(row["entries"]), *marks)
+            param = row["param"] + (" (0: feeds BatchNorm)" if row["zero_gradient"] else "")
+            table.add_row(name, row["layer"], param, str(row["entries"]), *marks)
     console.print(table)
     worst_numeric = max(r["numeric_vs_numpy"] for r in rows)
     worst_tf = max(r["numpy_vs_tensorflow"] for r in rows)

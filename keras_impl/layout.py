@@ -59,13 +59,15 @@ def paired_weights(keras_model, numpy_model):
 
 
 def to_numpy(keras_model, numpy_model) -> None:
-    """Copy every Keras weight into the NumPy model (cast to the NumPy model's dtype)."""
+    """Copy every Keras weight into the NumPy model (cast to the NumPy model's dtype),
+    BatchNorm's moving mean and variance included."""
     for _, variable, layer, key in paired_weights(keras_model, numpy_model):
         target = layer.params[key]
         target[...] = np.asarray(variable.numpy(), dtype=target.dtype)
 
 
 def to_keras(numpy_model, keras_model) -> None:
-    """Copy every NumPy parameter into the Keras model (cast to the variable's dtype)."""
+    """Copy every NumPy parameter into the Keras model (cast to the variable's dtype),
+    BatchNorm's moving mean and variance included."""
     for _, variable, layer, key in paired_weights(keras_model, numpy_model):
         variable.assign(np.asarray(layer.params[key], dtype=variable.dtype))

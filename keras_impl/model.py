@@ -29,6 +29,8 @@ def keras_layer(spec: zoo.LayerSpec, l2: float = 0.0, name: str | None = None):
         return keras.layers.Dropout(spec.rate, name=name)
     if spec.kind == "batchnorm":
         return keras.layers.BatchNormalization(name=name)
+    if spec.kind == "relu":
+        return keras.layers.ReLU(name=name)
     raise ValueError(f"unknown layer kind {spec.kind!r}")
 
 

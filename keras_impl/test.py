@@ -16,6 +16,14 @@ a model whose last layer is a Softmax layer or has activation="softmax" (the gra
 outputs logits, and softmax is applied here. Summing outputs to test for 1 would be
 fooled by a logit vector that happens to sum to 1.
 
+--shifted is the robustness check: accuracy on the untransformed test set and on
+deterministic transformed copies of it (rotated +-15 degrees, shifted 3 px left, right,
+up and down, scaled 0.8 and 1.2, thicker and thinner strokes; see keras_impl.augment),
+and the mean over the transformed sets. `--split val` runs it on the validation split
+instead: choose augmentation settings there, not on the test set.
+
+    python -m keras_impl.test --model-path runs/best/model.keras --shifted --json robust.json
+
 --apply FILE_OR_DIR ... classifies image files (PNG/JPG/..., any size, colour or grey)
 after MNIST-style preprocessing (see keras_impl.digits) and needs no MNIST data; with
 --plots it also saves apply.png, showing what the network saw.
@@ -33,6 +41,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from keras_impl.augment import TEST_TRANSFORMS
 from keras_impl.data import add_data_dir_arg, load_mnist, run_cli
 from keras_impl.digits import DigitImageError, collect_images, preprocess_file
 from keras_impl.model import TwinNet, batch_input_shape
@@ -226,6 +235,46 @@ def run_test(model, args, console: Console) -> int:
     return 0
 
 
+def robustness(model, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy, errors and loss on images (N, 28, 28) and on each TEST_TRANSFORMS copy.
+
+    Also the mean accuracy over the transformed copies (not counting the original).
+    """
+    sets = {}
+    for name, transform in [("original", None), *TEST_TRANSFORMS.items()]:
+        shown = images if transform is None else transform(images[..., None]).numpy()
+        result = evaluate(log_probabilities(model, shown), labels)
+        sets[name] = {"accuracy": result["accuracy"], "loss": result["loss"],
+                      "errors": result["count"] - int(np.trace(result["confusion_matrix"]))}
+    mean = float(np.mean([sets[name]["accuracy"] for name in TEST_TRANSFORMS]))
+    return {"count": int(len(labels)), "sets": sets, "mean_transformed_accuracy": mean}
+
+
+def print_robustness(result: dict, split: str, console: Console) -> None:
+    table = Table(title=f"robustness: {result['count']:,} {split} images per set",
+                  box=box.SIMPLE_HEAD)
+    for name in ("transform", "accuracy", "errors", "loss"):
+        table.add_column(name, justify="left" if name == "transform" else "right")
+    for name, row in result["sets"].items():
+        table.add_row(name, f"{row['accuracy']:.2%}", f"{row['errors']:,}", f"{row['loss']:.4f}",
+                      style="bold" if name == "original" else None,
+                      end_section=name == "original")
+    table.add_section()
+    table.add_row(f"mean of {len(TEST_TRANSFORMS)} transforms",
+                  f"{result['mean_transformed_accuracy']:.2%}", "", "", style="bold")
+    console.print(table)
+
+
+def run_shifted(model, args, console: Console) -> int:
+    images, labels = load_mnist(args.split, args.data_dir)
+    result = robustness(model, images.astype(np.float32) / 255.0, labels)
+    result.update(model_path=str(args.model_path), split=args.split)
+    print_robustness(result, args.split, console)
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
 def run_apply(model, args, console: Console) -> int:
     """Classify each image; bad paths get one error line each and exit code 2."""
     errors, files = [], []
@@ -269,14 +318,25 @@ def main(argv=None) -> int:
     parser.add_argument("--plots", metavar="DIR", help="write the figures into DIR")
     parser.add_argument("--apply", nargs="+", metavar="FILE_OR_DIR",
                         help="classify these image files (or the images in these folders)")
+    parser.add_argument("--shifted", action="store_true",
+                        help="accuracy on rotated, shifted, scaled, thick and thin test digits")
+    parser.add_argument("--split", choices=("test", "val"),
+                        help="with --shifted: the split to transform (default test)")
     add_data_dir_arg(parser)
     args = parser.parse_args(argv)
+    if args.shifted and (args.apply or args.plots):
+        parser.error("--shifted cannot be combined with --apply or --plots")
+    if args.split and not args.shifted:
+        parser.error("--split is only used with --shifted")
+    args.split = args.split or "test"
     console = Console()
     try:
         model = load_model(args.model_path)
     except ModelFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.shifted:
+        return run_shifted(model, args, console)
     return run_apply(model, args, console) if args.apply else run_test(model, args, console)
 
 

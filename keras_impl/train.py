@@ -4,6 +4,8 @@
     python -m keras_impl.train --model convnet --loop fit --epochs 3 --optimizer sgd --lr 0.05
     python -m keras_impl.train --model fc128 --epochs 10 --resume     # continue a run
     python -m keras_impl.train --model fc128 --epochs 1 --limit 2000 --json run.json
+    python -m keras_impl.train --model best --epochs 20 --augment --schedule cosine \
+        --warmup-epochs 1 --label-smoothing 0.1 --lr 0.002     # the accuracy recipe
 
 --loop fit     the Sequential model, compile()/fit() and Keras's TensorBoard callback.
 --loop custom  (default) the subclassed TwinNet, @tf.function train_step/test_step,
@@ -17,6 +19,10 @@ Everything goes to --logdir (default runs/<model>-<loop>):
     checkpoints/          tf.train.CheckpointManager, one checkpoint per epoch
     run.json              the settings, checked again by --resume
     model.keras           the final model; model.h5 the grader export (keras_impl.export)
+--augment draws a random rotation, shift, scale and stroke width for every training
+image (keras_impl.augment); --schedule cosine decays the learning rate to 0 over the
+run after --warmup-epochs of linear warmup; --label-smoothing s trains against
+(1 - s) * onehot + s / 10. The NumPy side (scratch.train) has the same options.
 --json FILE adds a summary: status, per-epoch loss/accuracy/val_loss/val_accuracy,
 step and seconds, and seconds_per_epoch (for comparing the two loops).
 
@@ -51,14 +57,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keras_impl.data import add_data_dir_arg, make_dataset, run_cli
 from keras_impl.export import ExportError, export_h5
+from keras_impl.augment import Augmentation
 from keras_impl.model import batch_input_shape, build_sequential, build_twinnet
 from scratch import zoo
+from scratch.optim import CosineDecay
 
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1}
 MISCLASSIFIED_SHOWN = 12
 CHECKPOINTS_KEPT = 3
 # Settings a resumed run must share (the checkpoint restores the learning rate too).
-RESUME_KEYS = ("model", "loop", "optimizer", "lr", "l2", "batch_size")
+RESUME_KEYS = ("model", "loop", "optimizer", "lr", "l2", "batch_size", "schedule",
+               "warmup_epochs", "label_smoothing", "augment")
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by Ctrl-C"
 
 
@@ -86,9 +95,15 @@ class EpochMetrics:
         return {"loss": float(self.loss.result()), "accuracy": float(self.accuracy.result())}
 
 
-def make_optimizer(name: str, lr: float | None = None):
-    """A Keras optimizer: "adam" or "sgd", learning rate `lr` (default DEFAULT_LR[name])."""
+def make_optimizer(name: str, lr: float | None = None, schedule: CosineDecay | None = None):
+    """A Keras optimizer: "adam" or "sgd", learning rate `lr` (default DEFAULT_LR[name]).
+
+    `schedule` (scratch.optim.CosineDecay, the NumPy side's schedule) replaces the fixed
+    rate by keras.optimizers.schedules.CosineDecay with the same numbers.
+    """
     lr = DEFAULT_LR[name] if lr is None else lr
+    if schedule is not None:
+        lr = keras_schedule(schedule)
     if name == "adam":
         return keras.optimizers.Adam(lr)
     if name == "sgd":
@@ -96,7 +111,40 @@ def make_optimizer(name: str, lr: float | None = None):
     raise ValueError(f"unknown optimizer {name!r}: expected adam or sgd")
 
 
-def make_loss_fn():
+def keras_schedule(schedule: CosineDecay):
+    """keras.optimizers.schedules.CosineDecay with the numbers of the NumPy schedule."""
+    warm = schedule.warmup_steps
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warm else schedule.peak, schedule.decay_steps, alpha=schedule.alpha,
+        warmup_target=schedule.peak if warm else None, warmup_steps=warm)
+
+
+@keras.saving.register_keras_serializable(package="twinnet")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Cross-entropy from logits against integer labels smoothed by `label_smoothing`.
+
+    Keras's SparseCategoricalCrossentropy has no label smoothing and its
+    CategoricalCrossentropy wants one-hot labels; this one-hots the labels first.
+    """
+
+    def __init__(self, label_smoothing: float, name="sparse_smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = tf.cast(tf.reshape(y_true, [-1]), tf.int32)
+        onehot = tf.one_hot(labels, tf.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            onehot, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def make_loss_fn(label_smoothing: float = 0.0):
+    """The training loss: cross-entropy from logits, labels smoothed when asked."""
+    if label_smoothing:
+        return SparseSmoothedCrossentropy(label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -280,7 +328,7 @@ def _write_graph(model, x, writer) -> None:
 
 
 def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
-               resume: bool = False, console=None) -> dict:
+               resume: bool = False, console=None, loss_fn=None) -> dict:
     """The GradientTape loop with checkpoints and full TensorBoard logging.
 
     train_ds / val_ds: iterables of (x, y) batches (x float32 of the model's input
@@ -288,13 +336,14 @@ def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
     `epochs` epochs are complete in total (with `resume`, counting the checkpointed
     ones). Ctrl-C and a NaN/Inf loss end the run early. Returns {"status":
     "completed" | "interrupted" | "diverged", "epochs": [per-epoch records of this
-    call], "step", "checkpoint", "seconds_per_epoch", ...}.
+    call], "step", "checkpoint", "seconds_per_epoch", ...}. loss_fn defaults to
+    make_loss_fn().
     """
     console = console or Console()
     logdir = Path(logdir)
     ckpts = Checkpoints(model, optimizer, logdir / "checkpoints")
     done = completed = ckpts.restore() if resume else 0
-    loss_fn = make_loss_fn()
+    loss_fn = loss_fn or make_loss_fn()
     train_metrics, val_metrics = EpochMetrics("train"), EpochMetrics("val")
     train_step = make_train_step(model, optimizer, loss_fn, train_metrics)
     test_step = make_test_step(model, loss_fn, val_metrics)
@@ -376,13 +425,13 @@ def _log_epoch(model, optimizer, index, train, val, wrong, train_writer, val_wri
 
 
 def fit_baseline(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
-                 resume: bool = False, console=None) -> dict:
+                 resume: bool = False, console=None, loss_fn=None) -> dict:
     """compile()/fit() with Keras's TensorBoard callback (histograms every epoch).
 
     Same checkpoints, Ctrl-C, NaN handling and return value as `fit_custom`; the
     progress display is Keras's own.
     """
-    model.compile(optimizer=optimizer, loss=make_loss_fn(), metrics=["accuracy"],
+    model.compile(optimizer=optimizer, loss=loss_fn or make_loss_fn(), metrics=["accuracy"],
                   jit_compile=False)
     ckpts = Checkpoints(model, optimizer, Path(logdir) / "checkpoints")
     done = ckpts.restore() if resume else 0
@@ -466,7 +515,7 @@ def _check_run_config(logdir: Path, config: dict, resume: bool) -> None:
         saved = json.loads(saved_path.read_text())
     except (OSError, ValueError) as err:
         raise TrainError(f"{saved_path}: cannot read the run's settings ({err})") from None
-    for key in RESUME_KEYS:
+    for key in (*RESUME_KEYS, "epochs") if "epochs" in config else RESUME_KEYS:
         if saved.get(key) != config[key]:
             raise TrainError(f"--resume: {logdir} was trained with --{key.replace('_', '-')} "
                              f"{saved.get(key)}, not {config[key]}")
@@ -487,6 +536,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate (default 0.001 for adam, 0.1 for sgd)")
     parser.add_argument("--l2", type=float, default=0.0,
                         help="L2 penalty factor on the hidden kernels (default 0)")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate: constant (default) or cosine decay to 0 over "
+                             "--epochs, after --warmup-epochs of linear warmup")
+    parser.add_argument("--warmup-epochs", type=float, default=0.0,
+                        help="cosine schedule: epochs of linear warmup from 0 (default 0)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="targets (1-s)*onehot + s/10 instead of onehot (default 0)")
+    parser.add_argument("--augment", action="store_true",
+                        help="random rotation/shift/scale/stroke width on training batches "
+                             "(keras_impl.augment)")
     parser.add_argument("--seed", type=int, default=0, help="weights, dropout, shuffling")
     add_data_dir_arg(parser)
     parser.add_argument("--logdir", default=None,
@@ -515,6 +574,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--lr must be a positive number, got {args.lr}")
     if not (math.isfinite(args.l2) and args.l2 >= 0):
         parser.error(f"--l2 must be a number >= 0, got {args.l2}")
+    if not 0 <= args.label_smoothing < 1:
+        parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if not (0 <= args.warmup_epochs < args.epochs):
+        parser.error(f"--warmup-epochs must be >= 0 and below --epochs, got {args.warmup_epochs}")
+    if args.warmup_epochs and args.schedule != "cosine":
+        parser.error("--warmup-epochs applies to --schedule cosine only")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     args.logdir = Path(args.logdir or Path("runs") / f"{args.model}-{args.loop}")
     return args
@@ -523,8 +588,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def train(args: argparse.Namespace, console=None) -> dict:
     """Run one training as the command line describes; returns the summary dict."""
     console = console or Console()
-    config = {key: getattr(args, key) for key in ("model", "loop", "optimizer", "lr", "l2",
-                                                    "batch_size", "seed", "limit")}
+    config = {key: getattr(args, key) for key in (
+        "model", "loop", "optimizer", "lr", "l2", "batch_size", "seed", "limit", "schedule",
+        "warmup_epochs", "label_smoothing", "augment")}
+    if args.schedule != "constant":  # the schedule's length is part of the run
+        config["epochs"] = args.epochs
     _check_run_config(args.logdir, config, args.resume)
     keras.utils.set_random_seed(args.seed)
     if args.loop == "custom":
@@ -534,14 +602,20 @@ def train(args: argparse.Namespace, console=None) -> dict:
     data = dict(batch_size=args.batch_size, flat=len(batch_input_shape(model)) == 2,
                 data_dir=args.data_dir,
                 limit=args.limit)
-    train_ds = make_dataset("train", seed=args.seed, **data)
+    train_ds = make_dataset("train", seed=args.seed,
+                            augment=Augmentation() if args.augment else None, **data)
     val_ds = make_dataset("val", **data)
+    schedule = None
+    if args.schedule == "cosine":
+        schedule = CosineDecay.for_run(args.lr, args.epochs, _length(train_ds),
+                                       args.warmup_epochs)
     args.logdir.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         write_json(args.logdir / "run.json", config)
     result = fit(model, train_ds, val_ds, epochs=args.epochs,
-                 optimizer=make_optimizer(args.optimizer, args.lr), logdir=args.logdir,
-                 resume=args.resume, console=console)
+                 optimizer=make_optimizer(args.optimizer, args.lr, schedule),
+                 logdir=args.logdir, resume=args.resume, console=console,
+                 loss_fn=make_loss_fn(args.label_smoothing))
     result.update(config=config, logdir=str(args.logdir))
     if result["status"] == "completed":
         result["saved"] = save_final(model, args.logdir)

@@ -3,10 +3,12 @@
     pair = twin_pair("convnet", dtype="float64")   # Keras model + NumPy copy of its weights
     report = gradient_agreement(pair, x, y)        # per-variable max relative error
     curves = lockstep(pair, batches, "sgd", 0.05)  # K optimiser steps side by side
+    weight_differences(pair)                       # every weight, moving statistics too
 
-Dropout is off in both (inference-mode forward) for these checks: the two
+These checks run the training-mode forward pass with dropout off in both: the two
 implementations draw different random masks, so only the deterministic part of the
-network can agree number for number.
+network can agree number for number, while BatchNorm normalises with the batch's
+statistics (and updates its moving ones) exactly as in training.
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ from scratch.model import build_model
 # while the variable as a whole agrees to 1e-6. Both measures are reported for both.
 GRAD_TOLERANCE = {"float64": 1e-7, "float32": 1e-4}
 GRAD_MEASURE = {"float64": "elementwise", "float32": "normwise"}
+# Elementwise, entries below this fraction of the network's largest gradient are measured
+# against that fraction: with BatchNorm some entries are 0 in exact arithmetic (a shift
+# the next BatchNorm absorbs) and hold float64 round-off, ~1e-16, on both sides.
+ELEMENTWISE_FLOOR = 1e-8
 
 
 def normwise_rel_error(a, b) -> float:
@@ -79,11 +85,21 @@ def twin_pair(name: str, dtype: str = "float32", seed: int = 0, l2: float = 0.0)
     return TwinPair(name, dtype, keras_model, numpy_model, loss_fn)
 
 
-def keras_loss_and_grads(pair: TwinPair, x, y, training: bool = False):
-    """(loss, [gradient per trainable variable]) from TensorFlow's GradientTape."""
+def keras_forward(keras_model, x, training: bool):
+    """The Keras model's logits with dropout off; training=True makes BatchNorm use the
+    batch's statistics (and update its moving ones), like NumPy's
+    `forward(x, training=True, dropout=False)`."""
+    for layer in layout.arch_layers(keras_model):
+        x = layer(x, training=training and not isinstance(layer, keras.layers.Dropout))
+    return x
+
+
+def keras_loss_and_grads(pair: TwinPair, x, y, training: bool = True):
+    """(loss, [gradient per trainable variable]) from TensorFlow's GradientTape
+    (dropout off; see `keras_forward`)."""
     x = tf.convert_to_tensor(x, dtype=pair.dtype)
     with tf.GradientTape() as tape:
-        logits = pair.keras_model(x, training=training)
+        logits = keras_forward(pair.keras_model, x, training)
         loss = pair.loss_fn(y, logits)
         if pair.keras_model.losses:
             loss = loss + tf.add_n(pair.keras_model.losses)
@@ -100,6 +116,7 @@ class GradientReport:
     loss_keras: float
     elementwise: dict[str, float]  # "layer/param" -> max elementwise relative error
     normwise: dict[str, float]  # "layer/param" -> norm-wise relative error
+    zeros: tuple[str, ...] = ()  # gradient 0 in exact arithmetic (see gradient_agreement)
 
     @property
     def errors(self) -> dict[str, float]:
@@ -119,19 +136,37 @@ class GradientReport:
         return self.max_error <= self.tolerance
 
 
-def gradient_agreement(pair: TwinPair, x, y) -> GradientReport:
-    """Gradients of the same loss on the same batch, NumPy's backward vs GradientTape."""
+def gradient_agreement(pair: TwinPair, x, y, training: bool = True) -> GradientReport:
+    """Gradients of the same loss on the same batch, NumPy's backward vs GradientTape.
+
+    Dropout is off; training=True runs BatchNorm on the batch's statistics, as in
+    training (both sides then update their moving statistics once), False on the
+    moving ones. In training mode a bias feeding a BatchNorm has gradient 0
+    (`Model.biases_before_batchnorm`): both sides hold round-off there (~1e-14 in
+    float64), so those variables, listed in `zeros`, are measured against the
+    network's largest gradient instead of their own (and all others' tiny entries
+    against ELEMENTWISE_FLOOR times it).
+    """
     x = np.asarray(x, dtype=pair.dtype)
-    loss_np, _ = pair.numpy_model.loss_and_grads(x, np.asarray(y), training=False)
-    loss_tf, grads_tf = keras_loss_and_grads(pair, x, y)
+    model = pair.numpy_model
+    loss_np, _ = model.loss_and_grads(x, np.asarray(y), training=training, dropout=False)
+    loss_tf, grads_tf = keras_loss_and_grads(pair, x, y, training)
     grads_by_var = dict(zip((id(v) for v in pair.keras_model.trainable_variables), grads_tf))
+    zeros = {f"{i}/{key}" for i, key in model.biases_before_batchnorm()} if training else set()
+    largest = max(float(np.abs(g).max()) for g in grads_tf)
     elementwise, normwise = {}, {}
-    for label, variable, layer, key in layout.paired_weights(pair.keras_model, pair.numpy_model):
+    for label, variable, layer, key in layout.paired_weights(pair.keras_model, model):
         if id(variable) in grads_by_var:
             ours, theirs = layer.grads[key], grads_by_var[id(variable)]
-            elementwise[label] = gradcheck.grad_rel_error(ours, theirs)
-            normwise[label] = normwise_rel_error(ours, theirs)
-    return GradientReport(pair.dtype, float(loss_np), loss_tf, elementwise, normwise)
+            if label in zeros:
+                elementwise[label] = gradcheck.grad_rel_error(ours, theirs, largest)
+                normwise[label] = float(np.abs(ours - theirs).max()) / largest
+            else:
+                elementwise[label] = gradcheck.grad_rel_error(
+                    ours, theirs, max(ELEMENTWISE_FLOOR * largest, gradcheck.TINY))
+                normwise[label] = normwise_rel_error(ours, theirs)
+    return GradientReport(pair.dtype, float(loss_np), loss_tf, elementwise, normwise,
+                          tuple(sorted(zeros)))
 
 
 def optimizer_pair(name: str, learning_rate: float, momentum: float = 0.0):
@@ -148,7 +183,10 @@ def lockstep(pair: TwinPair, batches, optimizer: str, learning_rate: float, step
              momentum: float = 0.0) -> tuple[list[float], list[float]]:
     """Train both models `steps` steps on the same batches; the loss of each before every step.
 
-    batches: iterable of numpy (x, y). Returns (numpy_losses, keras_losses).
+    Training-mode forward passes with dropout off (see `gradient_agreement`), so
+    BatchNorm's moving statistics are updated once per step on both sides:
+    `weight_differences` compares them afterwards. batches: iterable of numpy (x, y).
+    Returns (numpy_losses, keras_losses).
     """
     keras_opt, numpy_opt = optimizer_pair(optimizer, learning_rate, momentum)
     variables = pair.keras_model.trainable_variables
@@ -157,10 +195,18 @@ def lockstep(pair: TwinPair, batches, optimizer: str, learning_rate: float, step
         if step == steps:
             break
         x = np.asarray(x, dtype=pair.dtype)
-        loss_np, _ = pair.numpy_model.loss_and_grads(x, y, training=False)
+        loss_np, _ = pair.numpy_model.loss_and_grads(x, y, training=True, dropout=False)
         pair.numpy_model.apply_gradients(numpy_opt)
         loss_tf, grads = keras_loss_and_grads(pair, x, y)
         keras_opt.apply_gradients(zip(grads, variables))
         numpy_losses.append(float(loss_np))
         keras_losses.append(loss_tf)
     return numpy_losses, keras_losses
+
+
+def weight_differences(pair: TwinPair) -> dict[str, float]:
+    """Norm-wise relative difference of every paired weight, BatchNorm's moving mean and
+    variance included: "layer/name" -> max|a - b| / max(max|a|, max|b|)."""
+    return {label: normwise_rel_error(variable.numpy(), layer.params[key])
+            for label, variable, layer, key in layout.paired_weights(pair.keras_model,
+                                                                    pair.numpy_model)}

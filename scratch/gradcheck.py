@@ -3,11 +3,12 @@
     python -m scratch.gradcheck                 # every zoo model, float64
     python -m scratch.gradcheck convnet --entries 50 --l2 0.01
 
-For each parameter array it perturbs a sample of entries by +-h, recomputes
-the loss, and reports the largest relative error
-|analytic - numeric| / max(|analytic|, |numeric|, tiny) over those entries
+For each parameter array it perturbs a sample of entries by +-h (and +-2h for
+networks with BatchNorm), recomputes the loss, and reports the largest relative
+error |analytic - numeric| / max(|analytic|, |numeric|, tiny) over those entries
 (steps that cross a ReLU or max-pool kink are counted and left out; see
-`model_gradient_errors`). Dropout stays on with the same mask throughout.
+`model_gradient_errors`). Dropout stays on with the same mask throughout,
+BatchNorm uses the batch's statistics (training mode).
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 from scratch import zoo
+from scratch.layers import BatchNorm
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model
 
 TINY = 1e-12  # below this both gradients count as zero and the error as absolute
-KINK_TOLERANCE = 1e-8  # relative second difference of the logits that marks a kink
+KINK_TOLERANCE = 1e-8  # relative second (fourth) difference of the logits that marks a kink
 
 
 def grad_rel_error(a, b, tiny=TINY) -> float:
@@ -59,26 +61,42 @@ def numeric_gradient(f, x, h=1e-5, indices=None):
     return grad.reshape(x.shape) if indices is None else grad
 
 
-def model_gradient_errors(model, x, y, entries=None, h=1e-4, floor=1e-2, seed=0):
-    """Check model.loss_and_grads (training mode, L2 included) by central differences.
+def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0):
+    """Check model.loss_and_grads (training mode, L2 included) by finite differences.
 
     model should be float64 (`model.astype(np.float64)`); x, y: a small batch.
     entries: how many randomly chosen entries per parameter array (default all).
 
-    Two things make a whole network harder to check than one layer:
-    - kinks: ReLU and max pooling make the logits piecewise linear in every
-      single weight, so a +-h step that crosses a kink gives a wrong numeric
-      slope. Away from kinks the logits are exactly linear in that weight, so
-      a step crossed one iff logits(w+h) + logits(w-h) - 2 logits(w) is not ~0;
-      those entries are reported and left out.
+    Three things make a whole network harder to check than one layer:
+    - kinks: ReLU and max pooling make the logits z piecewise linear in every
+      single weight w. Central differences (L(w+h) - L(w-h)) / 2h, h = 1e-4, are
+      exact on a linear piece, and a step crossed a kink iff the second
+      difference z(w+h) - 2 z(w) + z(w-h) is not ~0; those entries are
+      reported and left out. With BatchNorm (training mode) the pieces are
+      curved instead, as the batch statistics move with every weight: then the
+      loss is also evaluated at w +- 2h, h = 1e-5; Richardson's
+      (4 D(h) - D(2h)) / 3, D(s) = (L(w+s) - L(w-s)) / 2s, cancels the h^2 error
+      term of a central difference, and the fourth difference
+      z(w+2h) - 4 z(w+h) + 6 z(w) - 4 z(w-h) + z(w-2h), ~h^4 z'''' on a smooth
+      piece, marks the kinks. (A difference counts as not ~0 when it exceeds
+      KINK_TOLERANCE times |z(w+h) - z(w-h)|.)
     - round-off: the loss carries an absolute error of about 1e-16 * |loss| / h,
       so entries far smaller than the array's largest gradient cannot be
       checked relatively; they are measured against `floor` times that largest.
+    - zeros: a bias feeding a BatchNorm has gradient 0 in training mode (see
+      `Model.biases_before_batchnorm`): the logits do not depend on it and both
+      sides are round-off, so those arrays are measured against `floor` times
+      the network's largest gradient.
+    Every evaluation runs BatchNorm in training mode, which updates its moving
+    statistics; they take no part in the loss and are restored at the end.
     Returns [(layer name, param name, entries checked, max relative error)]
     in `model.parameters()` order; "checked" leaves out the entries at a kink.
     """
+    curved = any(isinstance(layer, BatchNorm) for layer in model.layers)
+    h = h or (1e-5 if curved else 1e-4)
     rng = np.random.default_rng(seed)
     dropout_state = model.rng.bit_generator.state if model.rng is not None else None
+    saved_weights = [value.copy() for _, _, value in model.weights()]
     evaluated = []  # the logits of every loss evaluation, in order
 
     def loss():
@@ -93,6 +111,9 @@ def model_gradient_errors(model, x, y, entries=None, h=1e-4, floor=1e-2, seed=0)
     if dropout_state is not None:
         model.rng.bit_generator.state = dropout_state
     model.loss_and_grads(x, y, training=True)
+    largest = max(float(np.abs(model.layers[i].grads[key]).max())
+                  for i, key, _ in model.parameters())
+    zeros = model.biases_before_batchnorm()
     rows = []
     for i, key, value in model.parameters():
         analytic = model.layers[i].grads[key].reshape(-1)
@@ -100,13 +121,24 @@ def model_gradient_errors(model, x, y, entries=None, h=1e-4, floor=1e-2, seed=0)
                   else rng.choice(value.size, entries, replace=False))
         evaluated.clear()
         numeric = numeric_gradient(loss, value, h, chosen)
-        plus, minus = np.array(evaluated[0::2]), np.array(evaluated[1::2])
-        curvature = np.abs(plus + minus - 2 * base).max(axis=(1, 2))
-        slope = np.abs(plus - minus).max(axis=(1, 2))
-        smooth = curvature <= KINK_TOLERANCE * slope + 1e-14
-        tiny = max(floor * float(np.abs(analytic).max()), TINY)
-        error = grad_rel_error(analytic[chosen][smooth], numeric[smooth], tiny)
+        if curved:
+            numeric = (4 * numeric - numeric_gradient(loss, value, 2 * h, chosen)) / 3
+        z = np.array(evaluated).reshape(-1, len(chosen), 2, *base.shape)  # [step, entry, +-]
+        plus, minus = z[0, :, 0], z[0, :, 1]
+        if curved:
+            kink = z[1, :, 0] + z[1, :, 1] - 4 * (plus + minus) + 6 * base
+        else:
+            kink = plus + minus - 2 * base
+        smooth = (np.abs(kink).max(axis=(1, 2))
+                  <= KINK_TOLERANCE * np.abs(plus - minus).max(axis=(1, 2)) + 1e-14)
+        scale = float(np.abs(analytic).max())
+        if (i, key) in zeros:  # the logits do not move, so no kink is crossed
+            smooth[:], scale = True, largest
+        error = grad_rel_error(analytic[chosen][smooth], numeric[smooth],
+                               max(floor * scale, TINY))
         rows.append((model.layers[i].name, key, int(smooth.sum()), error))
+    for (_, _, value), saved in zip(model.weights(), saved_weights):
+        value[...] = saved
     return rows
 
 
@@ -124,7 +156,8 @@ def main(argv=None) -> None:
     if args.batch < 1 or args.entries < 1 or args.l2 < 0:
         parser.error("--batch and --entries must be >= 1 and --l2 >= 0")
     rng = np.random.default_rng(args.seed)
-    table = Table(title="analytic vs central-difference gradients (float64, h=1e-4)")
+    table = Table(title="analytic vs finite-difference gradients (float64; h=1e-4, "
+                        "with BatchNorm h=1e-5 and Richardson extrapolation)")
     for column in ("model", "layer", "param", "checked", "at a kink", "max rel. error"):
         table.add_column(column)
     for name in args.names or zoo.model_names():

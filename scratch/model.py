@@ -6,8 +6,9 @@
     save_npz(model, "convnet.npz"); model = load_npz("convnet.npz")
 
 `model.layers[i]` is zoo spec i and Keras layer i (named `<kind>_<i>`, as in
-`keras_impl.model`), and `model.parameters()` lists the arrays in the order of
-Keras's `trainable_variables`.
+`keras_impl.model`). `model.parameters()` lists the trained arrays in the order
+of Keras's `trainable_variables`; `model.weights()` adds BatchNorm's moving
+statistics (trained by no optimizer), in the order of Keras's `weights`.
 
     python -m scratch.model fc128 convnet        # parameter tables
     python -m scratch.model --file convnet.npz   # the table of a saved model
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from scratch import zoo
-from scratch.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+from scratch.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from scratch.losses import l2_penalty, softmax_cross_entropy
 
 NPZ_FORMAT = "twinnet-scratch-v1"
@@ -78,10 +79,11 @@ class Model:
     layers draw their masks from. optimizer_states: (layer index, param name)
     -> the state `update` returned last; clear it before switching optimizers.
 
-    Where a ReLU layer feeds max pooling (conv -> pool), the pooling layer applies
-    the ReLU after taking the maxima: max and ReLU commute, so logits and
-    gradients are exactly those of ReLU-then-pool, for a quarter of the ReLU's
-    work. (That conv layer's own output is then the pre-activation.)
+    Where a ReLU feeds max pooling (conv -> pool, or a standalone ReLU -> pool),
+    the pooling layer applies the ReLU after taking the maxima: max and ReLU
+    commute, so logits and gradients are exactly those of ReLU-then-pool, for a
+    quarter of the ReLU's work. (The conv layer's own output is then the
+    pre-activation; a standalone ReLU passes values through.)
     """
 
     def __init__(self, name: str, layers: list, l2: float = 0.0, rng=None):
@@ -112,14 +114,17 @@ class Model:
             raise ValueError(f"{self.name} takes input of shape {wanted}, got {x.shape}")
         return x.astype(self.dtype, copy=False)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, dropout=True):
         """x: (N, 28, 28, 1), or (N, 784) for MLPs -> logits (N, 10).
 
-        training=True turns dropout on. Every layer keeps what its backward needs.
+        training=True turns dropout on and makes BatchNorm normalise with the
+        batch's statistics (updating its moving ones). dropout=False keeps dropout
+        off even then: the deterministic training-mode pass that the Keras
+        cross-checks compare. Every layer keeps what its backward needs.
         """
         out = self._check_input(x)
         for layer in self.layers:
-            out = layer.forward(out, training)
+            out = layer.forward(out, training and (dropout or not isinstance(layer, Dropout)))
         return out
 
     def backward(self, dlogits, input_grad=False):
@@ -142,15 +147,16 @@ class Model:
         return sum(l2_penalty(layer.params["kernel"], self.l2)[0]
                    for layer in self.layers if layer.regularized)
 
-    def loss_and_grads(self, x, y, training=True):
-        """Forward, loss and backward on one batch: x as for forward, y (N,) integer labels.
+    def loss_and_grads(self, x, y, training=True, label_smoothing=0.0, dropout=True):
+        """Forward, loss and backward on one batch: x, training and dropout as for
+        forward, y (N,) integer labels.
 
-        Returns (loss, logits (N, 10)); loss = mean cross-entropy + L2 penalty,
-        the number Keras reports. Every layer's `grads` then holds dL/dparam,
-        the L2 gradient 2 * l2 * kernel included.
+        Returns (loss, logits (N, 10)); loss = mean cross-entropy (against labels
+        smoothed by `label_smoothing`) + L2 penalty, the number Keras reports. Every
+        layer's `grads` then holds dL/dparam, the L2 gradient 2 * l2 * kernel included.
         """
-        logits = self.forward(x, training)
-        loss, dlogits = softmax_cross_entropy(logits, y)
+        logits = self.forward(x, training, dropout)
+        loss, dlogits = softmax_cross_entropy(logits, y, label_smoothing)
         self.backward(dlogits)
         if self.l2:
             for layer in self.layers:
@@ -161,7 +167,14 @@ class Model:
         return loss, logits
 
     def parameters(self) -> list[tuple[int, str, np.ndarray]]:
-        """[(layer index, "kernel" | "bias", array)] in Keras's trainable_variables order."""
+        """[(layer index, param name, array)] of the trained arrays ("kernel", "bias",
+        "gamma", "beta"), in Keras's trainable_variables order."""
+        return [(i, key, value) for i, key, value in self.weights()
+                if key not in self.layers[i].non_trainable]
+
+    def weights(self) -> list[tuple[int, str, np.ndarray]]:
+        """Like `parameters`, plus BatchNorm's moving statistics ("moving_mean",
+        "moving_variance"): every array of the model, in Keras's `weights` order."""
         return [(i, key, value) for i, layer in enumerate(self.layers)
                 for key, value in layer.params.items()]
 
@@ -173,8 +186,25 @@ class Model:
             layer.params[key], self.optimizer_states[(i, key)] = optimizer.update(
                 value, layer.grads[key], state)
 
+    def biases_before_batchnorm(self) -> set[tuple[int, str]]:
+        """{(layer index, "bias")} of the layers whose output goes straight into a BatchNorm.
+
+        In training mode the BatchNorm subtracts the batch mean, which absorbs any
+        constant shift, so the loss does not depend on such a bias: its gradient is
+        exactly 0 (round-off in practice, in Keras as well). At inference the moving
+        mean is subtracted instead, and the bias counts.
+        """
+        pairs = zip(self.layers, self.layers[1:])
+        return {(i, "bias") for i, (layer, following) in enumerate(pairs)
+                if "bias" in layer.params and isinstance(following, BatchNorm)}
+
     def count_params(self) -> int:
+        """Trainable parameters (what `zoo.count_params` declares)."""
         return sum(value.size for _, _, value in self.parameters())
+
+    def count_non_trainable(self) -> int:
+        """BatchNorm's moving statistics: in Keras's `count_params()`, trained by no optimizer."""
+        return sum(value.size for _, _, value in self.weights()) - self.count_params()
 
     def output_shapes(self) -> list[tuple]:
         """Each layer's output shape without the batch axis, from a forward pass of one image."""
@@ -191,13 +221,18 @@ class Model:
         rows = []
         declared = zoo.param_rows(self.name)
         for layer, shape, expected in zip(self.layers, self.output_shapes(), declared):
-            if layer.params:
+            trained = {k: v for k, v in layer.params.items() if k not in layer.non_trainable}
+            count = sum(value.size for value in trained.values())
+            shapes = {key: value.shape for key, value in trained.items()}
+            if "kernel" in trained:
                 kernel, bias = layer.params["kernel"], layer.params["bias"]
-                count = kernel.size + bias.size
                 formula = "*".join(map(str, kernel.shape)) + f" + {bias.size} = {count:,}"
-                shapes = {key: value.shape for key, value in layer.params.items()}
+            elif trained:  # BatchNorm: gamma and beta, plus the moving mean and variance
+                c = layer.params["gamma"].size
+                formula = (f"{len(trained)}*{c} trainable (+ {len(layer.non_trainable)}*{c} "
+                           "moving stats)")
             else:
-                count, formula, shapes = 0, expected.formula, {}
+                formula = expected.formula
             row = zoo.ParamRow(layer.name, shape, formula, count, shapes)
             if row != expected:
                 raise RuntimeError(f"{self.name} layer {layer.name}: arrays give {row}, "
@@ -233,6 +268,10 @@ def make_layer(spec: zoo.LayerSpec, row: zoo.ParamRow, rng, init_rng, init, dtyp
         return Flatten(name=name)
     if spec.kind == "dropout":
         return Dropout(spec.rate, rng, name=name)
+    if spec.kind == "batchnorm":
+        return BatchNorm(row.shapes["gamma"][0], dtype, name=name)
+    if spec.kind == "relu":
+        return ReLU(name=name)
     raise NotImplementedError(f"layer kind {spec.kind!r} has no NumPy implementation yet")
 
 
@@ -294,10 +333,11 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 
 def model_arrays(model: Model) -> dict[str, np.ndarray]:
-    """What save_npz writes: format, arch name, l2 and "<layer name>/<param>" arrays."""
+    """What save_npz writes: format, arch name, l2 and "<layer name>/<param>" arrays
+    (every weight, BatchNorm's moving statistics included)."""
     arrays = {"format": np.array(NPZ_FORMAT), "arch": np.array(model.name),
               "l2": np.array(model.l2)}
-    for i, key, value in model.parameters():
+    for i, key, value in model.weights():
         arrays[f"{model.layers[i].name}/{key}"] = value
     return arrays
 
@@ -310,7 +350,7 @@ def model_from_arrays(arrays: dict, source) -> Model:
         model = build_model(str(arrays["arch"]), l2=float(arrays["l2"]))
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{source}: bad architecture or l2 ({err})") from None
-    for i, key, value in model.parameters():
+    for i, key, value in model.weights():
         name = f"{model.layers[i].name}/{key}"
         if name not in arrays:
             raise CheckpointError(f"{source}: missing {name} for model {model.name}")
@@ -346,6 +386,9 @@ def print_param_table(model: Model, console=None) -> None:
     for row in model.param_table():
         table.add_row(row.layer, str(row.output_shape), row.formula, f"{row.count:,}")
     table.add_row("total", "", "", f"{model.count_params():,}", style="bold")
+    if moving := model.count_non_trainable():
+        table.add_row("non-trainable", "", "BatchNorm moving mean and variance "
+                      "(Keras's count_params() adds them)", f"{moving:,}")
     (console or Console()).print(table)
 
 

@@ -1,5 +1,10 @@
 """SGD (momentum, Nesterov) and Adam with exactly Keras 3's update formulas.
 
+A learning-rate schedule (`CosineDecay`) maps the step number to a learning
+rate; the training loop gives the optimizer that rate before each step
+(`dataclasses.replace(optimizer, learning_rate=schedule(step))`), as Keras does
+with `optimizer.iterations`.
+
 One signature for every optimizer: `update(w, dw, state) -> (w, state)` for one
 parameter array; `state` is None on the first call and whatever update returned
 afterwards (the caller keeps one state per parameter). `w` is updated in place
@@ -10,6 +15,7 @@ float rounding.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,3 +113,41 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+@dataclass(frozen=True)
+class CosineDecay:
+    """keras.optimizers.schedules.CosineDecay with a linear warmup from 0.
+
+    step < warmup_steps:  lr = peak * step / warmup_steps
+    afterwards:           lr = peak * ((1 - alpha) * (1 + cos(pi * d)) / 2 + alpha),
+                          d = min(step - warmup_steps, decay_steps) / decay_steps
+    Steps count from 0 (the first update uses step 0), like optimizer.iterations.
+    The warmup keeps the first steps small while Adam's moment estimates and the
+    BatchNorm statistics settle; the cosine ends the run with small, averaging steps.
+    """
+
+    peak: float
+    decay_steps: int
+    warmup_steps: int = 0
+    alpha: float = 0.0
+
+    def __post_init__(self):
+        _check("peak", self.peak, 0, float("inf"))
+        if self.decay_steps < 1 or self.warmup_steps < 0:
+            raise ValueError(f"decay_steps {self.decay_steps} (>= 1 expected), warmup_steps "
+                             f"{self.warmup_steps} (>= 0 expected)")
+        _check("alpha", self.alpha, 0, 1, high_open=False)
+
+    @classmethod
+    def for_run(cls, peak: float, epochs: int, steps_per_epoch: int,
+                warmup_epochs: float = 0.0) -> CosineDecay:
+        """Linear warmup over `warmup_epochs`, then cosine decay to 0 at the end of `epochs`."""
+        warmup = round(warmup_epochs * steps_per_epoch)
+        return cls(peak, max(1, epochs * steps_per_epoch - warmup), warmup)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak * step / self.warmup_steps
+        done = min(step - self.warmup_steps, self.decay_steps) / self.decay_steps
+        return self.peak * ((1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * done)) + self.alpha)

@@ -1,9 +1,10 @@
-"""Naive loop versions of convolution and max pooling, for the tests (and for reading).
+"""Naive loop versions of convolution, max pooling and batch normalisation, for the tests
+(and for reading).
 
-They follow the textbook definitions one output value at a time, so they are
-easy to check by eye and far too slow to train with; `scratch.layers` must
-agree with them exactly (forward) and to rounding (backward). Same layouts
-as there: x (N, H, W, C), kernel (KH, KW, C, F).
+They follow the textbook definitions one output value (batch normalisation: one
+channel) at a time, so they are easy to check by eye and far too slow to train
+with; `scratch.layers` must agree with them exactly (convolution and pooling
+forward) or to rounding. Same layouts as there: x (N, H, W, C), kernel (KH, KW, C, F).
 """
 from __future__ import annotations
 
@@ -78,3 +79,44 @@ def maxpool2d_backward_naive(dout, x, pool_size=2):
                     a, b = np.unravel_index(np.argmax(window), window.shape)  # first max
                     dx[s, i * p + a, j * p + b, ch] += dout[s, i, j, ch]
     return dx
+
+
+def batchnorm_naive(x, gamma, beta, epsilon=1e-3):
+    """Training-mode batch normalisation one channel at a time, as in Ioffe & Szegedy's
+    Algorithm 1: batch mean, biased batch variance, normalise, scale and shift.
+
+    x: (..., C), every axis but the last normalised over; gamma, beta: (C,).
+    Returns out, shaped like x.
+    """
+    out = np.empty_like(x)
+    for c in range(x.shape[-1]):
+        values = x[..., c]
+        mean = values.sum() / values.size
+        var = ((values - mean) ** 2).sum() / values.size
+        out[..., c] = gamma[c] * (values - mean) / np.sqrt(var + epsilon) + beta[c]
+    return out
+
+
+def batchnorm_backward_naive(dout, x, gamma, epsilon=1e-3):
+    """(dx (..., C), dgamma (C,), dbeta (C,)) of batchnorm_naive, backpropagated one node of
+    the computational graph at a time (mean -> centred -> variance -> std -> xhat -> out)."""
+    dx = np.empty_like(x)
+    dgamma, dbeta = np.empty(x.shape[-1]), np.empty(x.shape[-1])
+    for c in range(x.shape[-1]):
+        values, grad = x[..., c], dout[..., c]
+        m = values.size
+        mean = values.sum() / m
+        centred = values - mean
+        var = (centred ** 2).sum() / m
+        std = np.sqrt(var + epsilon)
+        xhat = centred / std
+        dbeta[c] = grad.sum()
+        dgamma[c] = (grad * xhat).sum()
+        dxhat = grad * gamma[c]
+        dcentred = dxhat / std  # xhat = centred / std, through the numerator
+        dstd = -(dxhat * centred).sum() / std ** 2  # ... and through the denominator
+        dvar = dstd / (2 * std)  # std = sqrt(var + epsilon)
+        dcentred += dvar * 2 * centred / m  # var = sum(centred**2) / m
+        dmean = -dcentred.sum()  # centred = values - mean
+        dx[..., c] = dcentred + dmean / m  # mean = sum(values) / m
+    return dx, dgamma, dbeta

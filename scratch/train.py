@@ -3,6 +3,8 @@
     python -m scratch.train --model fc128 --epochs 10 --optimizer sgd --lr 0.1 --momentum 0.9
     python -m scratch.train --model convnet --epochs 10 --json runs/convnet.json --save convnet.npz
     python -m scratch.train --model convnet --epochs 10 --resume convnet.npz   # after a crash
+    python -m scratch.train --model best --epochs 8 --augment --schedule cosine --warmup-epochs 1 \
+        --label-smoothing 0.1 --lr 0.002 --save best.npz       # the accuracy recipe
 
 Each epoch: one pass over the 55,000 training images (shuffled by --seed, as in
 `keras_impl.data.make_dataset`), then the validation split; at the end the test
@@ -33,22 +35,27 @@ from scratch import zoo
 from scratch.losses import softmax_cross_entropy
 from scratch.model import (CheckpointError, atomic_write, build_model, model_from_arrays,
                            read_npz, save_npz)
-from scratch.optim import OPTIMIZERS
+from scratch.optim import OPTIMIZERS, CosineDecay
 
 # --- the loops (any iterable of numpy (x, y) batches) -------------------------
 
 
-def train_epoch(model, optimizer, batches, on_batch=None) -> tuple[float, float]:
+def train_epoch(model, optimizer, batches, on_batch=None, *, schedule=None, first_step=0,
+                label_smoothing=0.0) -> tuple[float, float]:
     """One optimizer step per batch; returns the epoch's mean (loss, accuracy).
 
     batches: iterable of (x (B, 28, 28, 1) or (B, 784), y (B,) integer labels).
     Loss and accuracy are those of each batch before its update, averaged over
     examples, like the running numbers Keras's fit() shows.
     on_batch(loss so far, accuracy so far) is called after every step.
+    schedule(step) -> learning rate, when given, sets the rate of each step; steps
+    are numbered from first_step (the number of steps taken in earlier epochs).
     """
     total_loss = correct = seen = 0
-    for x, y in batches:
-        loss, logits = model.loss_and_grads(x, y, training=True)
+    for step, (x, y) in enumerate(batches, first_step):
+        if schedule is not None:
+            optimizer = dataclasses.replace(optimizer, learning_rate=schedule(step))
+        loss, logits = model.loss_and_grads(x, y, training=True, label_smoothing=label_smoothing)
         model.apply_gradients(optimizer)
         seen += len(y)
         total_loss += loss * len(y)
@@ -60,12 +67,16 @@ def train_epoch(model, optimizer, batches, on_batch=None) -> tuple[float, float]
     return total_loss / seen, correct / seen
 
 
-def evaluate(model, batches) -> tuple[float, float]:
-    """(mean loss + L2 penalty, accuracy) of the model in inference mode over all batches."""
+def evaluate(model, batches, label_smoothing=0.0) -> tuple[float, float]:
+    """(mean loss + L2 penalty, accuracy) of the model in inference mode over all batches.
+
+    The loss is the training objective (labels smoothed by `label_smoothing`), as
+    Keras reports validation loss.
+    """
     total_loss = correct = seen = 0
     for x, y in batches:
         logits = model.forward(x, training=False)
-        total_loss += softmax_cross_entropy(logits, y)[0] * len(y)
+        total_loss += softmax_cross_entropy(logits, y, label_smoothing)[0] * len(y)
         correct += int(np.count_nonzero(logits.argmax(axis=1) == y))
         seen += len(y)
     if not seen:
@@ -77,7 +88,8 @@ def evaluate(model, batches) -> tuple[float, float]:
 
 # Settings that define a run: --resume refuses a checkpoint made with other values.
 RUN_SETTINGS = ("model", "batch_size", "optimizer", "lr", "momentum", "nesterov", "l2",
-                "seed", "init", "limit")
+                "seed", "init", "limit", "schedule", "warmup_epochs", "label_smoothing",
+                "augment")
 
 
 def checkpoint_extras(model, settings: dict, history: list) -> dict:
@@ -103,7 +115,7 @@ def restore_checkpoint(path, settings: dict):
     try:
         saved = json.loads(str(arrays["train/settings"]))
         changed = [f"--{k.replace('_', '-')} {saved.get(k)} (now {settings[k]})"
-                   for k in RUN_SETTINGS if saved.get(k) != settings[k]]
+                   for k in settings if saved.get(k) != settings[k]]
         if changed:
             raise CheckpointError(f"{path}: saved with {', '.join(changed)}; resume with the "
                                   "same arguments")
@@ -161,6 +173,17 @@ def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
     parser.add_argument("--l2", metavar="X", type=_number(float, 0), default=0.0,
                         help="L2 factor on the hidden kernels, as keras.regularizers.L2 "
                              "(default 0)")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate: constant (default) or cosine decay to 0 over "
+                             "--epochs, after --warmup-epochs of linear warmup")
+    parser.add_argument("--warmup-epochs", metavar="E", type=_number(float, 0), default=0.0,
+                        help="cosine schedule: epochs of linear warmup from 0 (default 0)")
+    parser.add_argument("--label-smoothing", metavar="S", type=_number(float, 0, 0.99),
+                        default=0.0, help="targets (1-s)*onehot + s/10 instead of onehot "
+                                          "(default 0)")
+    parser.add_argument("--augment", action="store_true",
+                        help="random rotation/shift/scale/stroke width on training batches "
+                             "(keras_impl.augment, the same batches as the Keras side)")
     parser.add_argument("--init", choices=("glorot_uniform", "he_uniform", "he_normal"),
                         default="glorot_uniform",
                         help="kernel initializer (default glorot_uniform)")
@@ -185,6 +208,8 @@ def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
         parser.error("--momentum and --nesterov apply to --optimizer sgd only")
     if args.nesterov and not args.momentum:
         parser.error("--nesterov needs --momentum > 0")
+    if args.warmup_epochs and (args.schedule != "cosine" or args.warmup_epochs >= args.epochs):
+        parser.error("--warmup-epochs needs --schedule cosine and must be below --epochs")
     for option in ("json", "save"):
         path = getattr(args, option)
         if path is not None and not path.parent.is_dir():
@@ -202,7 +227,10 @@ def parse_args(argv, add_data_dir_arg) -> argparse.Namespace:
 
 
 def run_settings(args) -> dict:
-    return {key: getattr(args, key) for key in RUN_SETTINGS}
+    settings = {key: getattr(args, key) for key in RUN_SETTINGS}
+    if args.schedule != "constant":  # the schedule's length is part of the run
+        settings["epochs"] = args.epochs
+    return settings
 
 
 def make_optimizer(args):
@@ -219,13 +247,18 @@ def progress_bar(console):
 
 def main(argv=None) -> dict:
     """Run the CLI; returns the report that --json writes."""
-    # Imported here, not at the top: keras_impl.data is the TensorFlow side (tf.data).
-    from keras_impl.data import add_data_dir_arg, make_dataset
+    # Imported here, not at the top: keras_impl.data and keras_impl.augment are the
+    # TensorFlow side (tf.data), which the NumPy model reads its batches from. (Importing
+    # keras_impl.data loads no TensorFlow yet, so bad arguments are reported without it.)
+    from keras_impl.data import add_data_dir_arg, make_dataset, seed_tensorflow
 
     args = parse_args(argv, add_data_dir_arg)
+    from keras_impl.augment import Augmentation
+
+    seed_tensorflow(args.seed)  # the batch order and augmentations of keras_impl.train
     # Restored on exit: tests call main in-process.
     with threadpool_limits(limits=args.threads or None, user_api="blas"):
-        return run(args, make_dataset)
+        return run(args, make_dataset, Augmentation() if args.augment else None)
 
 
 def blas_threads() -> int | None:
@@ -234,8 +267,12 @@ def blas_threads() -> int | None:
                default=None)
 
 
-def run(args, make_dataset) -> dict:
-    """The training run of parsed arguments `args`; returns the --json report."""
+def run(args, make_dataset, augmentation=None) -> dict:
+    """The training run of parsed arguments `args`; returns the --json report.
+
+    make_dataset: keras_impl.data's; augmentation: a keras_impl.augment.Augmentation
+    for the training batches, or None.
+    """
     settings = run_settings(args)
     if args.resume is not None:
         model, history = args.restored
@@ -245,7 +282,7 @@ def run(args, make_dataset) -> dict:
     optimizer = make_optimizer(args)
     flat = not zoo.has_conv(args.model)
     data = dict(batch_size=args.batch_size, flat=flat, data_dir=args.data_dir, limit=args.limit)
-    train_ds = make_dataset("train", seed=args.seed, **data)
+    train_ds = make_dataset("train", seed=args.seed, augment=augmentation, **data)
     val_ds = make_dataset("val", **data)
     test_ds = make_dataset("test", **data)
     for _ in history:  # each new iterator reshuffles: skip the orders of the epochs done
@@ -259,15 +296,22 @@ def run(args, make_dataset) -> dict:
                   f"batch {args.batch_size}, {blas_threads()} BLAS thread(s)", soft_wrap=True)
     steps = int(train_ds.cardinality())
     steps = steps if steps >= 0 else None  # unknown for some pipelines
+    schedule = None
+    if args.schedule == "cosine":
+        schedule = CosineDecay.for_run(args.lr or optimizer.learning_rate, args.epochs, steps,
+                                       args.warmup_epochs)
+        report["schedule"] = dataclasses.asdict(schedule)
     for epoch in range(len(history) + 1, args.epochs + 1):
         with progress_bar(console) as progress:
             task = progress.add_task(f"epoch {epoch}/{args.epochs}", total=steps, loss=0, acc=0)
             start = time.perf_counter()
             loss, acc = train_epoch(
                 model, optimizer, train_ds.as_numpy_iterator(),
-                lambda loss, acc: progress.update(task, advance=1, loss=loss, acc=acc))
+                lambda loss, acc: progress.update(task, advance=1, loss=loss, acc=acc),
+                schedule=schedule, first_step=(epoch - 1) * (steps or 0),
+                label_smoothing=args.label_smoothing)
             seconds = time.perf_counter() - start
-        val_loss, val_acc = evaluate(model, val_ds.as_numpy_iterator())
+        val_loss, val_acc = evaluate(model, val_ds.as_numpy_iterator(), args.label_smoothing)
         history.append({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,
                         "val_accuracy": val_acc, "seconds": seconds})
         console.print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
@@ -277,7 +321,8 @@ def run(args, make_dataset) -> dict:
             save_npz(model, args.save, checkpoint_extras(model, settings, history))
         if args.json:
             write_json(args.json, report)
-    report["test_loss"], report["test_accuracy"] = evaluate(model, test_ds.as_numpy_iterator())
+    report["test_loss"], report["test_accuracy"] = evaluate(model, test_ds.as_numpy_iterator(),
+                                                            args.label_smoothing)
     console.print(f"test: loss {report['test_loss']:.4f} accuracy {report['test_accuracy']:.4f}")
     if args.json:
         write_json(args.json, report)

@@ -28,6 +28,22 @@ def test_layout_copies_every_weight_exactly():
         assert np.array_equal(variable.numpy(), layer.params[key]), label
 
 
+def test_layout_copies_the_moving_statistics_both_ways():
+    pair = twin.twin_pair("best", "float32")
+    layer = pair.numpy_model.layers[4]
+    layer.params["moving_mean"][...] = np.arange(32)
+    layer.params["moving_variance"][...] = 2.0
+    layout.to_keras(pair.numpy_model, pair.keras_model)
+    keras_bn = pair.keras_model.arch_layers[4]
+    assert np.array_equal(keras_bn.moving_mean.numpy(), np.arange(32))
+    assert np.array_equal(keras_bn.moving_variance.numpy(), np.full(32, 2.0))
+    keras_bn.moving_mean.assign(np.ones(32))
+    layout.to_numpy(pair.keras_model, pair.numpy_model)
+    assert np.array_equal(layer.params["moving_mean"], np.ones(32))
+    assert len(layout.paired_weights(pair.keras_model, pair.numpy_model)) == len(
+        pair.keras_model.weights) == len(pair.numpy_model.weights())
+
+
 def test_float64_pair_is_float64_even_after_a_float32_build():
     # Keras fixes its global dtype policy the first time it is read; a float64 pair
     # built afterwards must still hold float64 weights and compute a float64 loss.
@@ -44,13 +60,64 @@ def test_layout_rejects_a_different_architecture():
         layout.to_numpy(keras_model, twin.twin_pair("fc64").numpy_model)
 
 
-@pytest.mark.parametrize("name", ["fc128", "mlp500", "tiny", "convnet", "cnn3"])
+@pytest.mark.parametrize("name", zoo.model_names())
 def test_float64_gradients_agree_for_every_zoo_model(name):
+    """Training mode with dropout off: BatchNorm normalises with the batch's statistics."""
     x, y = small_batch(name)
     report = twin.gradient_agreement(twin.twin_pair(name, "float64", seed=1), x, y)
     assert abs(report.loss_numpy - report.loss_keras) <= 1e-12 * max(1.0, report.loss_keras)
     assert report.max_error <= 1e-7, report.errors  # GRAD_TOLERANCE["float64"]
     assert len(report.errors) == 2 * sum(r.count > 0 for r in zoo.param_rows(name))
+
+
+def test_best_gradients_agree_in_inference_mode_too():
+    x, y = small_batch("best")
+    report = twin.gradient_agreement(twin.twin_pair("best", "float64", seed=2), x, y,
+                                     training=False)
+    assert report.max_error <= 1e-7, report.errors
+    assert report.zeros == ()  # the moving mean does not absorb the biases
+
+
+def test_biases_feeding_batchnorm_get_zero_gradient_on_both_sides():
+    x, y = small_batch("best")
+    pair = twin.twin_pair("best", "float64", seed=1)
+    report = twin.gradient_agreement(pair, x, y)
+    assert report.zeros == ("0/bias", "10/bias", "15/bias", "3/bias", "7/bias")
+    largest = max(float(np.abs(layer.grads["kernel"]).max())
+                  for layer in pair.numpy_model.layers if "kernel" in layer.grads)
+    for label in report.zeros:
+        i = int(label.split("/")[0])
+        assert np.abs(pair.numpy_model.layers[i].grads["bias"]).max() <= 1e-12 * largest, label
+    assert report.max_error <= 1e-7, report.errors
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (4, 6, 7, 3)])
+def test_batchnorm_forward_and_moving_statistics_equal_keras(shape):
+    import keras
+
+    from keras_impl.twin import keras_floatx
+    from scratch.layers import BatchNorm
+
+    rng = np.random.default_rng(3)
+    x = 2 + 3 * rng.standard_normal(shape)
+    with keras_floatx("float64"):
+        keras_layer = keras.layers.BatchNormalization()
+        keras_layer.build(shape)
+    ours = BatchNorm(shape[-1], np.float64)
+    gamma, beta = 0.5 + rng.random(shape[-1]), rng.standard_normal(shape[-1])
+    keras_layer.gamma.assign(gamma)
+    keras_layer.beta.assign(beta)
+    ours.params["gamma"][...], ours.params["beta"][...] = gamma, beta
+    for step in range(3):  # three training-mode calls: three moving-average updates
+        batch = x + step
+        np.testing.assert_allclose(ours.forward(batch, training=True),
+                                   keras_layer(batch, training=True).numpy(),
+                                   rtol=1e-12, atol=1e-12)
+    for variable in keras_layer.weights:
+        np.testing.assert_allclose(ours.params[variable.name], variable.numpy(), rtol=1e-14,
+                                   err_msg=variable.name)
+    np.testing.assert_allclose(ours.forward(x), keras_layer(x, training=False).numpy(),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_float64_gradients_agree_with_l2():
@@ -83,6 +150,27 @@ def test_lockstep_sgd_float64_stays_within_1e6_for_20_steps():
     assert numpy_losses[-1] != numpy_losses[0]  # the models did move
 
 
+def test_lockstep_best_float64_keeps_weights_and_moving_statistics_together():
+    # Keras passes the learning rate and the momentum through float32 even for float64
+    # weights: 2**-7 and 7/8 survive that exactly, so both sides compute the same steps.
+    pair = twin.twin_pair("best", "float64")
+    numpy_losses, keras_losses = twin.lockstep(pair, random_batches("best", 5), "sgd", 2.0**-7,
+                                               5, momentum=0.875)
+    assert max(abs(a - b) for a, b in zip(numpy_losses, keras_losses)) <= 1e-10
+    assert numpy_losses[-1] < numpy_losses[0]
+    differences = twin.weight_differences(pair)
+    zeros = {f"{i}/{key}" for i, key in pair.numpy_model.biases_before_batchnorm()}
+    assert sum("/moving_" in label for label in differences) == 10
+    moving = pair.numpy_model.layers[1].params["moving_mean"]
+    assert np.abs(moving).max() > 1e-3  # five updates really moved it
+    # The biases feeding a BatchNorm only ever saw round-off gradients: both stay ~0.
+    for label in zeros:
+        i = int(label.split("/")[0])
+        assert np.abs(pair.numpy_model.layers[i].params["bias"]).max() < 1e-12
+    worst = max((d, label) for label, d in differences.items() if label not in zeros)
+    assert worst[0] <= 1e-10, worst
+
+
 def test_lockstep_adam_float32_stays_within_1e4_for_20_steps():
     pair = twin.twin_pair("fc128", "float32")
     numpy_losses, keras_losses = twin.lockstep(pair, random_batches("fc128", 20), "adam", 1e-3,
@@ -97,12 +185,24 @@ def test_params_all_matches_published_counts(tmp_path, capsys):
     assert compare.main(["params", "--all", "--hidden", "10", "300", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["models"] == {"fc128": 101_770, "mlp500": 545_810, "tiny": 1_765,
-                                "convnet": 34_826, "cnn3": 438_026,
+                                "convnet": 34_826, "cnn3": 438_026, "best": 198_122,
                                 "fc10": 795 * 10 + 10, "fc300": 795 * 300 + 10}
+    assert result["non_trainable"] == {name: 640 if name == "best" else 0
+                                       for name in result["models"]}
     assert result["famous"]["vgg16"] == 138_357_544
     assert result["famous"]["alexnet"] == 60_965_224
     assert result["famous"]["inception_v4"] == 42_679_816
     assert "795*300 + 10 = 238,510" in capsys.readouterr().out
+
+
+def test_params_of_best_show_the_moving_statistics_apart(capsys):
+    table = compare.param_comparison("best")
+    assert table["totals"] == {"numpy": 198_122, "keras": 198_122}
+    assert table["non_trainable"] == {"numpy": 640, "keras": 640}
+    assert table["keras_count_params"] == 198_762
+    compare.print_param_table("best", table)
+    out = capsys.readouterr().out
+    assert "198,762" in out and "│     640 │     640 │" in out
 
 
 def test_unknown_model_is_a_one_line_usage_error(capsys):

@@ -83,7 +83,7 @@ def test_twinnet_export_round_trip(tmp_path, arch, l2, flat):
     np.testing.assert_array_equal(net.predict(grader_x, verbose=0), softmax_of(twin, twin_x))
 
 
-@pytest.mark.parametrize("name", ["fc128", "convnet"])
+@pytest.mark.parametrize("name", ["fc128", "convnet", "best"])
 def test_exported_config_holds_only_keras_3_5_keys(tmp_path, name):
     out = tmp_path / "m.h5"
     export.export_h5(build_sequential(name, l2=1e-3), out)

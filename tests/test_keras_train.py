@@ -324,6 +324,30 @@ def test_cli_refuses_to_mix_runs(tmp_path, capsys, fake_mnist):
         assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+def test_cli_schedule_smoothing_augment(tmp_path, capsys, fake_mnist):
+    """The learning rate follows the cosine schedule epoch by epoch, and a resumed run
+    must keep the schedule's length and the other new options."""
+    logdir, summary = tmp_path / "run", tmp_path / "summary.json"
+    options = ("--schedule", "cosine", "--warmup-epochs", 1, "--label-smoothing", 0.1,
+               "--augment", "--lr", 0.01, "--json", summary)
+    assert cli(*quick_args(fake_mnist, logdir, "--epochs", 2, *options)) == 0
+    config = json.loads((logdir / "run.json").read_text())
+    assert (config["schedule"], config["epochs"], config["augment"]) == ("cosine", 2, True)
+    events = event_accumulator.EventAccumulator(str(logdir / "train"),
+                                                size_guidance={"tensors": 0})
+    events.Reload()
+    rates = [float(tf.make_ndarray(e.tensor_proto))
+             for e in events.Tensors("epoch_learning_rate")]
+    # logged after each epoch of 4 steps: step 4 is the peak (warmup over), step 8 the end
+    assert rates == pytest.approx([0.01, 0.0], abs=1e-7)
+    capsys.readouterr()
+    for changed, message in [(("--epochs", 3), "was trained with --epochs 2, not 3"),
+                             (("--epochs", 2, "--label-smoothing", 0.2),
+                              "was trained with --label-smoothing 0.1, not 0.2")]:
+        assert cli(*quick_args(fake_mnist, logdir, *options, *changed, "--resume")) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "fc0"], "--model: unknown model 'fc0'"),
     (["--model", "fc8", "--epochs", "0"], "--epochs must be at least 1"),
@@ -333,6 +357,10 @@ def test_cli_refuses_to_mix_runs(tmp_path, capsys, fake_mnist):
     (["--model", "fc8", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["--model", "fc8", "--batch-size", "many"], "invalid int value: 'many'"),
     (["--epochs", "1"], "the following arguments are required: --model"),
+    (["--model", "fc8", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+    (["--model", "fc8", "--warmup-epochs", "1"], "--warmup-epochs applies to --schedule cosine"),
+    (["--model", "fc8", "--schedule", "cosine", "--epochs", "2", "--warmup-epochs", "2"],
+     "--warmup-epochs must be >= 0 and below --epochs"),
 ])
 def test_cli_bad_arguments(capsys, args, message):
     assert cli(*args) == 2

@@ -123,6 +123,103 @@ def test_maxpool2d_gradients_without_ties(pool_size, shape):
     assert_small(errors)
 
 
+def batchnorm_inputs(rng, shape):
+    """x, gamma and beta for a batchnorm check, with moving statistics. gamma keeps away
+    from 0: dx is proportional to it, and an entry of 1e-4 would drown in the
+    objective's round-off (see test_softmax_cross_entropy_gradient)."""
+    c = shape[-1]
+    moving = {"moving_mean": rand(rng, c), "moving_variance": 0.5 + rng.random(c)}
+    inputs = {"x": rand(rng, *shape), "gamma": rng.choice([-1, 1], c) * (0.5 + rng.random(c)),
+              "beta": rand(rng, c)}
+    return inputs, moving
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (4, 3), (2, 2, 3, 3)])  # (N, C) and (N, H, W, C)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batchnorm_gradients(shape, training, seed):
+    """Training mode: the batch statistics depend on x, and dx has to carry that."""
+    inputs, moving = batchnorm_inputs(np.random.default_rng(seed), shape)
+    errors = check_layer(
+        lambda x, gamma, beta: L.batchnorm_forward(x, {"gamma": gamma, "beta": beta, **moving},
+                                                   training),
+        L.batchnorm_backward, inputs, seed)
+    assert set(errors) == {"x", "gamma", "beta"}
+    assert_small(errors)
+
+
+def test_batchnorm_check_catches_a_backward_that_ignores_the_batch_statistics():
+    inputs, moving = batchnorm_inputs(np.random.default_rng(0), (6, 5))
+
+    def forward(x, gamma, beta):
+        return L.batchnorm_forward(x, {"gamma": gamma, "beta": beta, **moving}, True)
+
+    def backward_as_if_constant(dout, cache):  # the classic mistake: inference's formula
+        xhat, gamma, rstd, _ = cache
+        return L.batchnorm_backward(dout, (xhat, gamma, rstd, None))
+
+    assert check_layer(forward, backward_as_if_constant, inputs)["x"] > 1e-2
+
+
+@pytest.mark.parametrize("shape", [(7, 4), (3, 4, 5, 2)])
+def test_batchnorm_matches_the_textbook_steps(shape):
+    """The closed-form backward against node-by-node backpropagation (scratch.reference)."""
+    rng = np.random.default_rng(20)
+    inputs, moving = batchnorm_inputs(rng, shape)
+    x, gamma, beta = inputs["x"], inputs["gamma"], inputs["beta"]
+    out, cache = L.batchnorm_forward(x, {"gamma": gamma, "beta": beta, **moving}, True)
+    np.testing.assert_allclose(out, reference.batchnorm_naive(x, gamma, beta),
+                               rtol=1e-12, atol=1e-12)
+    dout = rand(rng, *shape)
+    grads = L.batchnorm_backward(dout, cache)
+    dx, dgamma, dbeta = reference.batchnorm_backward_naive(dout, x, gamma)
+    for ours, steps in ((grads["x"], dx), (grads["gamma"], dgamma), (grads["beta"], dbeta)):
+        np.testing.assert_allclose(ours, steps, rtol=1e-10, atol=1e-12)
+
+
+def test_batchnorm_statistics_and_moving_average_like_keras():
+    # One channel of 0, 1, 2, 3: mean 1.5, biased variance 1.25 (unbiased would be 5/3).
+    x = np.array([0.0, 1.0, 2.0, 3.0]).reshape(4, 1)
+    layer = L.BatchNorm(1, np.float64)
+    out = layer.forward(x, training=True)
+    np.testing.assert_allclose(out.ravel(), (x.ravel() - 1.5) / np.sqrt(1.25 + 1e-3), rtol=1e-14)
+    # moving = moving * 0.99 + batch * 0.01, from the initial mean 0 and variance 1
+    np.testing.assert_allclose(layer.params["moving_mean"], [0.01 * 1.5], rtol=1e-14)
+    np.testing.assert_allclose(layer.params["moving_variance"], [0.99 + 0.01 * 1.25], rtol=1e-14)
+    moved = {key: value.copy() for key, value in layer.params.items()}
+    inference = layer.forward(x, training=False)  # the moving statistics, and no update
+    np.testing.assert_allclose(inference.ravel(), (x.ravel() - 0.015) / np.sqrt(1.0025 + 1e-3),
+                               rtol=1e-14)
+    layer.backward(np.ones_like(x))
+    for key, value in layer.params.items():
+        assert np.array_equal(value, moved[key]), key
+
+
+def test_batchnorm_layer_grads_are_for_gamma_and_beta_only():
+    rng = np.random.default_rng(21)
+    layer = L.BatchNorm(3, np.float32)
+    assert {k: (v.dtype, v.tolist()) for k, v in layer.params.items()} == {
+        "gamma": (np.float32, [1, 1, 1]), "beta": (np.float32, [0, 0, 0]),
+        "moving_mean": (np.float32, [0, 0, 0]), "moving_variance": (np.float32, [1, 1, 1])}
+    assert layer.non_trainable == ("moving_mean", "moving_variance")
+    x = rng.standard_normal((4, 5, 5, 3)).astype(np.float32)
+    out = layer.forward(x, training=True)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    dx = layer.backward(rng.standard_normal(x.shape).astype(np.float32))
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    assert set(layer.grads) == {"gamma", "beta"}
+    assert all(g.dtype == np.float32 and g.shape == (3,) for g in layer.grads.values())
+
+
+def test_standalone_relu_can_leave_its_work_to_the_next_pooling_layer():
+    x = np.array([[-1.0, 2.0]])
+    relu = L.ReLU()
+    assert relu.forward(x).tolist() == [[0.0, 2.0]]
+    assert relu.backward(np.ones((1, 2))).tolist() == [[0.0, 1.0]]
+    relu.relu_in_next_layer = True
+    assert relu.forward(x) is x and relu.backward(x) is x
+
+
 def test_softmax_cross_entropy_gradient():
     # Logits of scale 1 keep every probability above ~1e-3: an entry of 1e-6 would
     # drown in the loss's round-off (1e-16 * |loss| / h), whatever the backward pass.

@@ -10,14 +10,14 @@ import pytest
 from scratch import zoo
 from threadpoolctl import threadpool_limits
 from scratch.gradcheck import model_gradient_errors
-from scratch.layers import Dropout
+from scratch.layers import BatchNorm, Dropout
 from scratch.model import (CheckpointError, build_model, glorot_uniform, he_normal, he_uniform,
                            load_npz, save_npz)
 from scratch.optim import Adam
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_COUNTS = {"fc128": 101_770, "mlp500": 545_810, "tiny": 1_765, "convnet": 34_826,
-                   "cnn3": 438_026}
+                   "cnn3": 438_026, "best": 198_122}
 # Whole-network check (see scratch.gradcheck.model_gradient_errors): float64, h = 1e-4,
 # entries whose step crosses a ReLU/max-pool kink left out, entries below 1% of the
 # array's largest gradient measured against that 1%.
@@ -64,6 +64,47 @@ def test_param_table_rows_show_the_formula_with_numbers():
         ("dropout_5", (1600,), "0 (no weights)"),
         ("dense_6", (10,), "1600*10 + 10 = 16,010"),
     ]
+
+
+def test_best_counts_trainable_parameters_and_moving_statistics_apart():
+    """198,122 trained by the optimizer; Keras's count_params() adds BatchNorm's 640 moving
+    means and variances (2 * (32 + 32 + 64 + 64 + 128)), which no gradient reaches."""
+    model = build_model("best")
+    assert model.count_params() == zoo.count_params("best") == 198_122
+    assert model.count_non_trainable() == 2 * (32 + 32 + 64 + 64 + 128) == 640
+    rows = {row.layer: row for row in model.param_table()}
+    assert rows["batchnorm_1"].formula == "2*32 trainable (+ 2*32 moving stats)"
+    assert rows["batchnorm_16"].count == 256 and rows["relu_17"].count == 0
+    keys = [key for _, key, _ in model.weights()]
+    assert keys.count("moving_mean") == keys.count("moving_variance") == 5
+    assert not {"moving_mean", "moving_variance"} & {key for _, key, _ in model.parameters()}
+    assert model.biases_before_batchnorm() == {(0, "bias"), (3, "bias"), (7, "bias"),
+                                               (10, "bias"), (15, "bias")}
+
+
+def test_optimizer_never_touches_the_moving_statistics():
+    model = build_model("best")
+    x, y = random_batch(8, 8)
+    model.loss_and_grads(x, y)  # updates the moving statistics (training mode)
+    moving = {(i, key): value.copy() for i, key, value in model.weights()
+              if key.startswith("moving_")}
+    assert all(not np.array_equal(value, np.zeros_like(value) if key == "moving_mean"
+                                  else np.ones_like(value)) for (_, key), value in moving.items())
+    model.apply_gradients(Adam())
+    assert set(model.optimizer_states) == {(i, key) for i, key, _ in model.parameters()}
+    for (i, key), value in moving.items():
+        assert np.array_equal(model.layers[i].params[key], value), (i, key)
+        assert key not in model.layers[i].grads
+
+
+def test_training_without_dropout_keeps_batch_statistics():
+    model = build_model("best", seed=2)
+    x, _ = random_batch(6, 9)
+    inference = model.forward(x)
+    no_dropout = model.forward(x, training=True, dropout=False)
+    assert np.array_equal(no_dropout, model.forward(x, training=True, dropout=False))
+    assert not np.allclose(no_dropout, inference, atol=1e-3)  # batch, not moving, statistics
+    assert not np.array_equal(no_dropout, model.forward(x, training=True))  # dropout back on
 
 
 def test_param_table_catches_arrays_that_disagree_with_the_zoo():
@@ -125,10 +166,11 @@ def test_forward_shapes_and_input_checks():
         build_model("resnet")
 
 
-@pytest.mark.parametrize("name", ["tiny", "convnet", "cnn3"])
+@pytest.mark.parametrize("name", ["tiny", "convnet", "cnn3", "best"])
 def test_relu_applied_after_pooling_changes_no_number(name):
-    """The model runs conv -> ReLU -> pool as conv -> pool -> ReLU; compare with a copy
-    that takes the textbook order: same logits, loss and gradients, bit for bit."""
+    """The model runs conv -> ReLU -> pool (or a standalone ReLU -> pool) as ... -> pool ->
+    ReLU; compare with a copy that takes the textbook order: same logits, loss and
+    gradients, bit for bit (training mode without dropout: BatchNorm on batch statistics)."""
     fused = build_model(name, seed=1, l2=L2)
     textbook = fused.astype(np.float32)
     pairs = [(a, b) for a, b in zip(textbook.layers, textbook.layers[1:]) if getattr(b, "relu", 0)]
@@ -136,8 +178,8 @@ def test_relu_applied_after_pooling_changes_no_number(name):
     for conv, pool in pairs:
         conv.relu_in_next_layer = pool.relu = False
     x, y = random_batch(4, 7)
-    loss_a, logits_a = fused.loss_and_grads(x, y, training=False)
-    loss_b, logits_b = textbook.loss_and_grads(x, y, training=False)
+    loss_a, logits_a = fused.loss_and_grads(x, y, dropout=False)
+    loss_b, logits_b = textbook.loss_and_grads(x, y, dropout=False)
     assert loss_a == loss_b and np.array_equal(logits_a, logits_b)
     for layer_a, layer_b in zip(fused.layers, textbook.layers):
         for key in layer_a.grads:
@@ -168,6 +210,31 @@ def test_whole_network_gradients(name, seed):
     for (_, _, value), (layer, key, checked, error) in zip(model.parameters(), rows):
         assert checked >= min(3, value.size), f"{layer}/{key}: {checked} entries away from kinks"
         assert error < NETWORK_GRAD_TOLERANCE, f"{name} {layer}/{key}: {error:.2e}"
+
+
+def test_whole_network_check_leaves_the_moving_statistics_as_they_were():
+    model = build_model("best", seed=0).astype(np.float64)
+    before = [value.copy() for _, _, value in model.weights()]
+    x, y = random_batch(2, 0)
+    model_gradient_errors(model, x, y, entries=1)
+    for (_, _, value), saved in zip(model.weights(), before):
+        assert np.array_equal(value, saved)
+
+
+def test_whole_network_check_catches_a_wrong_batchnorm_gradient():
+    model = build_model("best", seed=0).astype(np.float64)
+    x, y = random_batch(2, 0)
+    original = model.loss_and_grads
+
+    def broken(*args, **kwargs):  # a 1% error in one BatchNorm's gamma gradient
+        result = original(*args, **kwargs)
+        model.layers[8].grads["gamma"] *= 1.01
+        return result
+
+    model.loss_and_grads = broken
+    errors = {(layer, key): e for layer, key, _, e in model_gradient_errors(model, x, y, 6)}
+    assert errors[("batchnorm_8", "gamma")] > 1e-3
+    assert errors[("batchnorm_8", "beta")] < NETWORK_GRAD_TOLERANCE
 
 
 def test_whole_network_check_catches_a_wrong_gradient():
@@ -264,6 +331,21 @@ def test_save_load_round_trip(tmp_path):
         assert (i, key) == (j, key2) and a.dtype == b.dtype and np.array_equal(a, b)
     assert np.array_equal(model.forward(x), loaded.forward(x))
     assert [p.name for p in tmp_path.iterdir()] == ["convnet.npz"]  # no temporary left behind
+
+
+def test_save_load_round_trip_keeps_the_moving_statistics(tmp_path):
+    model = build_model("best", seed=3)
+    x, y = random_batch(8, 10)
+    model.loss_and_grads(x, y)  # moving statistics away from their initial 0 and 1
+    path = tmp_path / "best.npz"
+    save_npz(model, path)
+    loaded = load_npz(path)
+    assert [(i, key) for i, key, _ in loaded.weights()] == [
+        (i, key) for i, key, _ in model.weights()]
+    for (_, key, a), (_, _, b) in zip(model.weights(), loaded.weights()):
+        assert a.dtype == b.dtype and np.array_equal(a, b), key
+    assert np.array_equal(model.forward(x), loaded.forward(x))  # inference: moving statistics
+    assert isinstance(loaded.layers[1], BatchNorm)
 
 
 def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
