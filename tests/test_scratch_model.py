@@ -221,36 +221,24 @@ def test_whole_network_check_leaves_the_moving_statistics_as_they_were():
         assert np.array_equal(value, saved)
 
 
-def test_whole_network_check_catches_a_wrong_batchnorm_gradient():
-    model = build_model("best", seed=0).astype(np.float64)
+@pytest.mark.parametrize("name, index, broken, untouched, entries", [
+    ("tiny", 2, ("conv2d_2", "kernel"), ("conv2d_0", "kernel"), 12),
+    ("best", 8, ("batchnorm_8", "gamma"), ("batchnorm_8", "beta"), 6),
+])
+def test_whole_network_check_catches_a_wrong_gradient(name, index, broken, untouched, entries):
+    model = build_model(name, seed=0).astype(np.float64)
     x, y = random_batch(2, 0)
     original = model.loss_and_grads
 
-    def broken(*args, **kwargs):  # a 1% error in one BatchNorm's gamma gradient
+    def wrong(*args, **kwargs):  # a 1% error in one array's gradient
         result = original(*args, **kwargs)
-        model.layers[8].grads["gamma"] *= 1.01
+        model.layers[index].grads[broken[1]] *= 1.01
         return result
 
-    model.loss_and_grads = broken
-    errors = {(layer, key): e for layer, key, _, e in model_gradient_errors(model, x, y, 6)}
-    assert errors[("batchnorm_8", "gamma")] > 1e-3
-    assert errors[("batchnorm_8", "beta")] < NETWORK_GRAD_TOLERANCE
-
-
-def test_whole_network_check_catches_a_wrong_gradient():
-    model = build_model("tiny", seed=0).astype(np.float64)
-    x, y = random_batch(2, 0)
-    original = model.loss_and_grads
-
-    def broken(*args, **kwargs):  # a 1% error in one array's gradient
-        result = original(*args, **kwargs)
-        model.layers[2].grads["kernel"] *= 1.01
-        return result
-
-    model.loss_and_grads = broken
-    errors = {(layer, key): e for layer, key, _, e in model_gradient_errors(model, x, y, 12)}
-    assert errors[("conv2d_2", "kernel")] > 1e-3
-    assert errors[("conv2d_0", "kernel")] < NETWORK_GRAD_TOLERANCE
+    model.loss_and_grads = wrong
+    errors = {(layer, key): e for layer, key, _, e in model_gradient_errors(model, x, y, entries)}
+    assert errors[broken] > 1e-3
+    assert errors[untouched] < NETWORK_GRAD_TOLERANCE
 
 
 def test_l2_adds_penalty_and_gradient_on_hidden_kernels():

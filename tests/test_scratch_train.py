@@ -198,9 +198,8 @@ def test_seeded_runs_are_bit_for_bit_reproducible_and_resumable(tmp_path):
                               read_npz(resumed)["conv2d_0/kernel"])
 
 
-@mnist
-def test_a_crash_loses_at_most_the_current_epoch(tmp_path, monkeypatch):
-    checkpoint = tmp_path / "crash.npz"
+def run_with_power_cut_in_epoch_2(*args):
+    """run_main(*args), with train_epoch raising in the second epoch (after epoch 1's save)."""
     real_train_epoch, calls = train.train_epoch, []
 
     def crash_in_epoch_2(*args, **kwargs):
@@ -209,14 +208,40 @@ def test_a_crash_loses_at_most_the_current_epoch(tmp_path, monkeypatch):
             raise RuntimeError("power cut")
         return real_train_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", crash_in_epoch_2)
-    with pytest.raises(RuntimeError, match="power cut"):
-        run_main(*QUICK, "--epochs", 3, "--save", checkpoint)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "train_epoch", crash_in_epoch_2)
+        with pytest.raises(RuntimeError, match="power cut"):
+            run_main(*args)
+
+
+@mnist
+def test_a_crash_loses_at_most_the_current_epoch(tmp_path):
+    checkpoint = tmp_path / "crash.npz"
+    run_with_power_cut_in_epoch_2(*QUICK, "--epochs", 3, "--save", checkpoint)
     assert len(saved_state(checkpoint)[1]) == 1
-    monkeypatch.setattr(train, "train_epoch", real_train_epoch)
     report = run_main(*QUICK, "--epochs", 3, "--resume", checkpoint)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
     assert len(saved_state(checkpoint)[1]) == 3
+
+
+@mnist
+def test_augment_schedule_smoothing_resume_bit_for_bit(tmp_path):
+    """With augmentation, cosine schedule and label smoothing, a run that crashes in epoch
+    2 and is resumed ends exactly where the uninterrupted run does (same augmented batches,
+    same learning rates), and differs from a plain run."""
+    quick = ("--model", "fc16", "--limit", 600, "--batch-size", 64, "--seed", 2, "--epochs", 2)
+    options = ("--augment", "--schedule", "cosine", "--warmup-epochs", 0.5,
+               "--label-smoothing", 0.1, "--lr", 0.01)
+    whole, crashed, plain = (tmp_path / f"{n}.npz" for n in ("whole", "crashed", "plain"))
+    report = run_main(*quick, *options, "--save", whole)
+    assert report["schedule"] == {"peak": 0.01, "decay_steps": 15, "warmup_steps": 5,
+                                  "alpha": 0.0}
+    run_with_power_cut_in_epoch_2(*quick, *options, "--save", crashed)
+    run_main(*quick, *options, "--resume", crashed)
+    kernel = "dense_1/kernel"
+    np.testing.assert_array_equal(read_npz(whole)[kernel], read_npz(crashed)[kernel])
+    run_main(*quick, "--lr", 0.01, "--save", plain)
+    assert not np.array_equal(read_npz(whole)[kernel], read_npz(plain)[kernel])
 
 
 def test_missing_data_is_a_one_line_error(tmp_path):
