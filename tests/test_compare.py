@@ -251,3 +251,28 @@ def test_l2_covers_the_hidden_kernels_only_in_both_implementations():
     hidden = sum(float(np.sum(layer.params["kernel"] ** 2))
                  for layer in pair.numpy_model.layers[1:3])
     assert pair.numpy_model.l2_loss() == pytest.approx(2.0**-10 * hidden, rel=1e-12)
+
+
+def test_bench_times_the_custom_loop_over_every_batch():
+    import tensorflow as tf
+
+    from keras_impl import bench, train
+
+    x, y = small_batch("fc16", n=64)
+    batches = tf.data.Dataset.from_tensor_slices((np.float32(x), y)).batch(2)  # 32 steps
+    pair = twin.twin_pair("fc16")
+    optimizer = train.make_optimizer("sgd", 0.01)
+    train_steps = train.make_train_steps(pair.keras_model, optimizer, pair.loss_fn)
+    assert bench.time_custom_loop(train_steps, batches) > 0
+    assert int(optimizer.iterations) == 32  # warm-up steps included
+    assert bench.time_pipeline_alone(batches) > 0
+
+
+def test_bench_counts_training_flops_from_the_layer_declarations():
+    from keras_impl import bench
+
+    # Multiply-adds x 2 FLOPs x 3 (forward, plus backward's two products); a conv
+    # layer's multiply-adds are its weights times its output positions.
+    assert bench.training_flops("fc128") == 3 * 2 * (784 * 128 + 128 * 10)
+    tiny = 5 * 5 * 1 * 8 * 24 * 24 + 5 * 5 * 8 * 3 * 8 * 8 + 48 * 16 + 16 * 10
+    assert bench.training_flops("tiny") == 3 * 2 * tiny

@@ -56,22 +56,24 @@ def train_and_val(overflow=False):
     return batches(*learnable(overflow=overflow)), batches(x_val, y_val)
 
 
-class Interrupting:
-    """The batches of `dataset`, with KeyboardInterrupt (as Ctrl-C raises it) at batch `at`
-    of pass `on_pass` (1-based)."""
+def ctrl_c_after_call(monkeypatch, n):
+    """KeyboardInterrupt as fit_custom's n-th train_steps call returns: where a real
+    Ctrl-C surfaces, since Python handles signals only between tf.function calls."""
+    make = train.make_train_steps
 
-    def __init__(self, dataset, on_pass, at):
-        self.dataset, self.on_pass, self.at, self.passes = dataset, on_pass, at, 0
+    def make_interrupted(*args, **kwargs):
+        train_steps, calls = make(*args, **kwargs), []
 
-    def __len__(self):
-        return len(self.dataset)
-
-    def __iter__(self):
-        self.passes += 1
-        for i, item in enumerate(self.dataset):
-            if self.passes == self.on_pass and i == self.at:
+        def interrupted(iterator, max_steps):
+            losses = train_steps(iterator, max_steps)
+            calls.append(len(losses))
+            if len(calls) == n:
                 raise KeyboardInterrupt
-            yield item
+            return losses
+
+        return interrupted
+
+    monkeypatch.setattr(train, "make_train_steps", make_interrupted)
 
 
 def accumulator(folder):
@@ -96,13 +98,14 @@ def steps(acc, tag):
     return [event.step for event in acc.Tensors(tag)]
 
 
-def run_custom(logdir, epochs, train_ds=None, val_ds=None, resume=False, l2=0.0):
+def run_custom(logdir, epochs, train_ds=None, val_ds=None, resume=False, l2=0.0,
+               steps_per_call=train.STEPS_PER_CALL):
     keras.utils.set_random_seed(0)
     model = build_twinnet("fc16", l2=l2)
     default_train, default_val = train_and_val()
     result = train.fit_custom(model, train_ds or default_train, val_ds or default_val,
                               epochs=epochs, optimizer=train.make_optimizer("adam"),
-                              logdir=logdir, resume=resume)
+                              logdir=logdir, resume=resume, steps_per_call=steps_per_call)
     return model, result
 
 
@@ -128,6 +131,38 @@ def test_step_functions_trace_once_for_any_batch_size():
     assert train_step.experimental_get_tracing_count() == 1
     assert test_step.experimental_get_tracing_count() == 1
     assert int(optimizer.iterations) == 4
+
+
+def test_train_steps_in_graph_equal_one_step_calls_and_stop_at_the_end_of_the_data():
+    """k steps per call draw the batches in the graph; the training is the same."""
+    x, y = learnable()
+    keras.utils.set_random_seed(0)
+    model, optimizer = build_twinnet("fc16"), train.make_optimizer("adam")
+    train_step = train.make_train_step(model, optimizer, train.make_loss_fn())
+    losses = [float(train_step(bx, by)) for bx, by in batches(x, y)]
+    for k, expected_calls in ((1, [1] * STEPS + [0]), (3, [3, 3, 1])):
+        keras.utils.set_random_seed(0)
+        twin, twin_optimizer = build_twinnet("fc16"), train.make_optimizer("adam")
+        train_steps = train.make_train_steps(twin, twin_optimizer, train.make_loss_fn())
+        iterator, calls, twin_losses = iter(batches(x, y)), [], []
+        while not calls or calls[-1] == k:
+            twin_losses += list(train_steps(iterator, tf.constant(k)).numpy())
+            calls.append(len(twin_losses) - sum(calls))
+        assert calls == expected_calls and int(twin_optimizer.iterations) == STEPS
+        np.testing.assert_array_equal(twin_losses, np.float32(losses))
+        for a, b in zip(model.weights, twin.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_train_steps_stop_after_a_step_whose_loss_is_not_finite():
+    model, optimizer = build_twinnet("fc16"), train.make_optimizer("sgd", 0.01)
+    train_steps = train.make_train_steps(model, optimizer, train.make_loss_fn())
+    x, y = learnable()
+    bad_x, _ = learnable(overflow=True)
+    x[BATCH:2 * BATCH] = bad_x[:BATCH]  # the second batch overflows
+    losses = train_steps(iter(batches(x, y)), tf.constant(5)).numpy()
+    assert len(losses) == 2 and np.isfinite(losses[0]) and not np.isfinite(losses[1])
+    assert int(optimizer.iterations) == 2
 
 
 def test_train_step_loss_is_cross_entropy_plus_l2_and_metrics_accumulate():
@@ -195,13 +230,16 @@ def test_label_digits_shows_each_digit_under_a_caption():
     assert not np.array_equal(out[0, :14], out[1, :14])  # ... that names the labels
 
 
-def test_interrupt_then_resume_ends_at_requested_epoch_with_continuous_steps(tmp_path):
-    train_ds, _ = train_and_val()
-    _, first = run_custom(tmp_path, epochs=4, train_ds=Interrupting(train_ds, on_pass=3, at=3))
+def test_interrupt_then_resume_ends_at_requested_epoch_with_continuous_steps(tmp_path,
+                                                                            monkeypatch):
+    # 2 steps per call: 4 calls per epoch of 7 batches, so call 10 is epoch 3's second.
+    ctrl_c_after_call(monkeypatch, 10)
+    _, first = run_custom(tmp_path, epochs=4, steps_per_call=2)
     assert first["status"] == "interrupted" and first["epoch"] == 3
     assert [e["epoch"] for e in first["epochs"]] == [1, 2]
-    assert first["step"] == 2 * STEPS + 3  # the steps of the interrupted epoch are kept
+    assert first["step"] == 2 * STEPS + 4  # the steps of the interrupted epoch are kept
 
+    monkeypatch.undo()
     model, second = run_custom(tmp_path, epochs=4, resume=True)
     assert second["status"] == "completed" and second["epoch"] == 4
     assert [e["epoch"] for e in second["epochs"]] == [3, 4]
