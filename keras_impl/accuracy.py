@@ -4,7 +4,7 @@
     python -m keras_impl.accuracy table [--out results/accuracy]
 
 `run` trains one recipe per seed with the ordinary command lines (keras_impl.train or
-scratch.train, in a subprocess each, printed before it starts), then measures the model
+keras_impl.scratch_train, in a subprocess each, printed before it starts), then measures the model
 on the MNIST test set and on the transformed test sets of `keras_impl.test --shifted`.
 A NumPy model is measured through its Keras twin (the weights copied by
 keras_impl.layout), so both implementations face the same evaluation code. Finished
@@ -53,7 +53,8 @@ class Recipe:
     epochs: int
 
     def command(self, seed) -> list[str]:
-        module = "keras_impl.train" if self.implementation == "keras" else "scratch.train"
+        module = ("keras_impl.train" if self.implementation == "keras"
+                  else "keras_impl.scratch_train")
         return ["python", "-m", module, "--model", self.model, "--epochs", str(self.epochs),
                 *self.options, "--seed", str(seed)]
 

@@ -23,7 +23,7 @@ Everything goes to --logdir (default runs/<model>-<loop>):
 --augment draws a random rotation, shift, scale and stroke width for every training
 image (keras_impl.augment); --schedule cosine decays the learning rate to 0 over the
 run after --warmup-epochs of linear warmup; --label-smoothing s trains against
-(1 - s) * onehot + s / 10. The NumPy side (scratch.train) has the same options.
+(1 - s) * onehot + s / 10. The NumPy side (keras_impl.scratch_train) has the same options.
 --json FILE adds a summary: status, per-epoch loss/accuracy/val_loss/val_accuracy,
 step and seconds, and seconds_per_epoch (for comparing the two loops).
 

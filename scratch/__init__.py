@@ -9,6 +9,7 @@ Pure NumPy: nothing in this package may import TensorFlow or Keras.
     optim      SGD (momentum, Nesterov) and Adam with Keras's update formulas
     model      build_model(name) -> Model; parameter tables; save_npz / load_npz
     gradcheck  central differences against the hand-written gradients
-    train      the training loops and `python -m scratch.train`
+    train      the training loops and checkpoints (their command line, on tf.data
+               batches, is keras_impl.scratch_train)
     reference  naive loop versions of conv2d and maxpool2d (what the tests compare to)
 """

@@ -398,7 +398,7 @@ def main(argv=None) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"zoo model: {', '.join(zoo.model_names())} or fc<n>")
     parser.add_argument("--file", action="append", default=[], metavar="NPZ",
-                        help="a model saved by `python -m scratch.train --save`")
+                        help="a model saved by `python -m keras_impl.scratch_train --save`")
     args = parser.parse_args(argv)
     if not (args.names or args.file):
         parser.error("nothing to show: give a model NAME or --file NPZ")

@@ -1,4 +1,5 @@
-"""scratch.train: the NumPy training loops and the `python -m scratch.train` command line.
+"""scratch.train (the NumPy training loops) and `python -m keras_impl.scratch_train`, their
+command line on the shared tf.data batches.
 
 Tests marked `mnist` need the real data and skip with a reason when MNIST_DIR is unset.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from keras_impl import scratch_train
 from scratch import train, zoo
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model, load_npz, read_npz, save_npz
@@ -87,54 +89,59 @@ def bad_npz(tmp_path):
 def test_bad_arguments_are_one_line_errors(args, message, tmp_path, capsys):
     args = [str(bad_npz(tmp_path)) if a == "BAD" else a for a in args]
     with pytest.raises(SystemExit) as info:
-        train.main(args)
+        scratch_train.main(args)
     assert info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("python -m scratch.train: error:") and message in error
+    assert error.startswith("python -m keras_impl.scratch_train: error:") and message in error
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
     path = tmp_path / "plain.npz"
     save_npz(build_model("fc128"), path)  # weights only, no training state
     with pytest.raises(SystemExit):
-        train.main(["--model", "fc128", "--epochs", "2", "--resume", str(path)])
+        scratch_train.main(["--model", "fc128", "--epochs", "2", "--resume", str(path)])
     assert "without training state" in capsys.readouterr().err
 
 
 def test_resume_names_the_setting_that_differs_and_damaged_state(tmp_path, capsys):
     model = build_model("fc16")
-    args = train.parse_args(["--model", "fc16", "--epochs", "2"], lambda parser: None)
+    args = scratch_train.parse_args(["--model", "fc16", "--epochs", "2"])
     path = tmp_path / "run.npz"
-    save_npz(model, path, train.checkpoint_extras(model, train.run_settings(args), []))
+    save_npz(model, path, train.checkpoint_extras(model, scratch_train.run_settings(args), []))
     with pytest.raises(SystemExit):
-        train.main(["--model", "fc16", "--epochs", "2", "--seed", "1", "--resume", str(path)])
+        scratch_train.main(["--model", "fc16", "--epochs", "2", "--seed", "1", "--resume",
+                           str(path)])
     assert "saved with --seed 0 (now 1)" in capsys.readouterr().err
     damaged = dict(read_npz(path))
     del damaged["train/dropout_rng"]
     np.savez(path, **damaged)
     with pytest.raises(SystemExit):
-        train.main(["--model", "fc16", "--epochs", "2", "--resume", str(path)])
+        scratch_train.main(["--model", "fc16", "--epochs", "2", "--resume", str(path)])
     assert "damaged training state" in capsys.readouterr().err
 
 
 def test_scratch_stays_tensorflow_free_through_its_command_lines():
-    """Importing every scratch module, and running the NumPy-only command lines and
-    scratch.train's argument checks, never loads TensorFlow or Keras."""
+    """Importing every scratch module and running its command lines loads neither
+    TensorFlow, Keras nor keras_impl; keras_impl.scratch_train checks its arguments
+    before it loads TensorFlow."""
     code = (
         "import contextlib, importlib, io, pkgutil, sys, scratch\n"
+        "def loaded(*packages):\n"
+        "    return sorted(k for k in sys.modules if k.split('.')[0] in packages)\n"
         "for m in pkgutil.iter_modules(scratch.__path__):\n"
         "    importlib.import_module('scratch.' + m.name)\n"
-        "from scratch import gradcheck, model, train\n"
+        "from scratch import gradcheck, model\n"
         "quiet = io.StringIO()\n"
         "with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):\n"
         "    gradcheck.main(['tiny', '--entries', '2'])\n"
         "    model.main(['convnet'])\n"
+        "    assert not loaded('tensorflow', 'keras', 'keras_impl'), loaded('keras_impl')\n"
+        "    from keras_impl import scratch_train\n"
         "    try:\n"
-        "        train.main(['--model', 'convnet', '--epochs', '0'])\n"
+        "        scratch_train.main(['--model', 'convnet', '--epochs', '0'])\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "loaded = sorted(k for k in sys.modules if k.split('.')[0] in ('tensorflow', 'keras'))\n"
-        "assert not loaded, loaded\n")
+        "assert not loaded('tensorflow', 'keras'), loaded('tensorflow', 'keras')\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -144,7 +151,7 @@ def test_scratch_stays_tensorflow_free_through_its_command_lines():
 
 
 def run_main(*args):
-    return train.main([*map(str, args), "--data-dir", MNIST_DIR])
+    return scratch_train.main([*map(str, args), "--data-dir", MNIST_DIR])
 
 
 @mnist
@@ -209,7 +216,7 @@ def run_with_power_cut_in_epoch_2(*args):
         return real_train_epoch(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(train, "train_epoch", crash_in_epoch_2)
+        patch.setattr(scratch_train, "train_epoch", crash_in_epoch_2)
         with pytest.raises(RuntimeError, match="power cut"):
             run_main(*args)
 
@@ -246,7 +253,7 @@ def test_augment_schedule_smoothing_resume_bit_for_bit(tmp_path):
 
 def test_missing_data_is_a_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "scratch.train", "--model", "fc128", "--epochs", "1",
+        [sys.executable, "-m", "keras_impl.scratch_train", "--model", "fc128", "--epochs", "1",
          "--data-dir", str(tmp_path / "nowhere")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2

@@ -104,7 +104,7 @@ def test_bad_schedule():
 
 @pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_DIR is not set")
 def test_both_clis_seed_the_pipeline_alike():
-    """scratch.train seeds TensorFlow as keras_impl.train does (keras.utils.set_random_seed),
+    """keras_impl.scratch_train seeds TensorFlow as keras_impl.train does (keras.utils.set_random_seed),
     so the same --seed gives both the same shuffled, augmented batches."""
     import keras
     from keras_impl.augment import Augmentation
