@@ -41,7 +41,7 @@ def param_comparison(name: str) -> dict:
     """Per-layer trainable counts of both implementations next to the zoo formula, and the
     non-trainable ones (BatchNorm's moving mean and variance, which Keras's count_params()
     includes); raises on mismatch."""
-    from keras_impl.layout import arch_layers
+    from keras_impl.crosscheck.layout import arch_layers
     from keras_impl.model import build_twinnet
     from scratch.model import build_model
 
@@ -132,7 +132,7 @@ def first_batch(args, name, batch_size=None):
 
 
 def gradient_section(name, args) -> dict:
-    from keras_impl import twin
+    from keras_impl.crosscheck import twin
 
     x, y = first_batch(args, name)
     reports = {}
@@ -164,7 +164,7 @@ def gradient_section(name, args) -> dict:
 
 
 def lockstep_section(name, args) -> dict:
-    from keras_impl import twin
+    from keras_impl.crosscheck import twin
     from keras_impl.data import make_dataset
 
     pair = twin.twin_pair(name, args.dtype, args.seed)
@@ -192,8 +192,8 @@ def lockstep_section(name, args) -> dict:
 
 
 def training_section(name, args) -> dict:
-    from keras_impl import twin
-    from keras_impl.sidebyside import train_side_by_side
+    from keras_impl.crosscheck import twin
+    from keras_impl.crosscheck.sidebyside import train_side_by_side
 
     pair = twin.twin_pair(name, "float32", args.seed)
     return train_side_by_side(pair, args, console)
@@ -361,13 +361,13 @@ def parse_args(argv):
 
 
 def gradcheck_command(args) -> dict:
-    from keras_impl import gradtable
+    from keras_impl.crosscheck import gradtable
 
     return gradtable.main(args, console)
 
 
 def bench_command(args) -> dict:
-    from keras_impl import bench
+    from keras_impl.crosscheck import bench
 
     return bench.main(args, console)
 

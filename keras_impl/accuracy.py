@@ -7,7 +7,7 @@
 keras_impl.scratch_train, in a subprocess each, printed before it starts), then measures the model
 on the MNIST test set and on the transformed test sets of `keras_impl.test --shifted`.
 A NumPy model is measured through its Keras twin (the weights copied by
-keras_impl.layout), so both implementations face the same evaluation code. Finished
+keras_impl.crosscheck.layout), so both implementations face the same evaluation code. Finished
 seeds are skipped and an interrupted training resumes from its checkpoint, so running
 the same command again loses at most one epoch.
 
@@ -109,7 +109,8 @@ def train_seed(name: str, seed: int, out: Path, data_dir=None) -> Path:
 
 def trained_keras_model(name: str, seed: int, out: Path):
     """The trained model of a run as a Keras model (a NumPy model through its twin)."""
-    from keras_impl import layout, test
+    from keras_impl import test
+    from keras_impl.crosscheck import layout
     from keras_impl.model import build_twinnet
     from scratch.model import load_npz
 

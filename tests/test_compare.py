@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import compare
-from keras_impl import layout, twin
+from keras_impl.crosscheck import layout, twin
 from scratch import zoo
 
 needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"),
@@ -95,7 +95,7 @@ def test_biases_feeding_batchnorm_get_zero_gradient_on_both_sides():
 def test_batchnorm_forward_and_moving_statistics_equal_keras(shape):
     import keras
 
-    from keras_impl.twin import keras_floatx
+    from keras_impl.crosscheck.twin import keras_floatx
     from scratch.layers import BatchNorm
 
     rng = np.random.default_rng(3)
@@ -256,7 +256,8 @@ def test_l2_covers_the_hidden_kernels_only_in_both_implementations():
 def test_bench_times_the_custom_loop_over_every_batch():
     import tensorflow as tf
 
-    from keras_impl import bench, train
+    from keras_impl import train
+    from keras_impl.crosscheck import bench
 
     x, y = small_batch("fc16", n=64)
     batches = tf.data.Dataset.from_tensor_slices((np.float32(x), y)).batch(2)  # 32 steps
@@ -269,7 +270,7 @@ def test_bench_times_the_custom_loop_over_every_batch():
 
 
 def test_bench_counts_training_flops_from_the_layer_declarations():
-    from keras_impl import bench
+    from keras_impl.crosscheck import bench
 
     # Multiply-adds x 2 FLOPs x 3 (forward, plus backward's two products); a conv
     # layer's multiply-adds are its weights times its output positions.

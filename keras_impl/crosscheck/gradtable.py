@@ -3,7 +3,7 @@
 For every parameter array of every chosen zoo model (float64, a small random batch,
 L2 on, training mode): finite differences against NumPy's backward pass on a sample
 of entries (`scratch.gradcheck`, dropout with a fixed mask), and NumPy's backward pass
-against TensorFlow's GradientTape on every entry (`keras_impl.twin`, dropout off).
+against TensorFlow's GradientTape on every entry (`keras_impl.crosscheck.twin`, dropout off).
 Rows marked "0: feeds BatchNorm" are biases whose gradient is exactly 0 in training
 mode; both checks measure them against the network's largest gradient.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from rich.table import Table
 
-from keras_impl import twin
+from keras_impl.crosscheck import twin
 from scratch import gradcheck, zoo
 
 # Exactly representable in float32: keras.regularizers.L2 passes its factor through a

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from keras_impl.data import make_dataset
 from keras_impl.train import EpochMetrics, make_test_step, make_train_step
-from keras_impl.twin import TwinPair, optimizer_pair
+from keras_impl.crosscheck.twin import TwinPair, optimizer_pair
 from scratch import zoo
 from scratch.train import evaluate as numpy_evaluate
 

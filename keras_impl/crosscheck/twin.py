@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_impl import layout
+from keras_impl.crosscheck import layout
 from keras_impl.model import build_twinnet
 from keras_impl.train import make_loss_fn
 from scratch import gradcheck, optim

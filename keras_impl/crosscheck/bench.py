@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from keras_impl.data import make_dataset
 from keras_impl.model import build_sequential
 from keras_impl.train import STEPS_PER_CALL, make_train_steps
-from keras_impl.twin import optimizer_pair, twin_pair
+from keras_impl.crosscheck.twin import optimizer_pair, twin_pair
 from scratch import zoo
 
 EPOCH_IMAGES = 55_000
