@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +22,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from keras_impl.data import add_data_dir_arg
 from scratch import famous, zoo
+from scratch.cli import (add_optimizer_args, check_optimizer_args, nonnegative_int, positive_int,
+                         write_json)
 
 DEFAULT_MODELS = ["fc128", "convnet"]
 COMMANDS = ("run", "params", "gradcheck", "bench")
@@ -171,7 +173,8 @@ def lockstep_section(name, args) -> dict:
     batches = make_dataset("train", args.batch_size, flat=not zoo.has_conv(name),
                            seed=args.seed, data_dir=args.data_dir, limit=args.limit)
     numpy_losses, keras_losses = twin.lockstep(pair, batches.repeat().as_numpy_iterator(),
-                                               args.optimizer, args.lr, args.lockstep_steps)
+                                               args.optimizer, args.lr, args.lockstep_steps,
+                                               args.momentum, args.nesterov)
     diffs = [abs(a - b) for a, b in zip(numpy_losses, keras_losses)]
     console.print(f"{name}: lockstep {len(diffs)} {args.optimizer} steps ({args.dtype}, dropout "
                   f"off): loss {numpy_losses[0]:.4f} -> NumPy {numpy_losses[-1]:.6f}, Keras "
@@ -324,39 +327,29 @@ def parse_args(argv):
     parser.add_argument("--model", nargs="+", type=zoo.name_argument, default=None,
                         help=f"zoo models (default: {' '.join(DEFAULT_MODELS)})")
     parser.add_argument("--json", help="write every number to this JSON file")
-    parser.add_argument("--data-dir", help="folder with the MNIST IDX files "
-                                           "(default: $MNIST_DIR, else Keras's download)")
+    add_data_dir_arg(parser)
     if command == "params":
         parser.add_argument("--all", action="store_true", help="every zoo model")
-        parser.add_argument("--hidden", type=int, nargs="+", metavar="N",
+        parser.add_argument("--hidden", type=positive_int, nargs="+", metavar="N",
                             help="one-hidden-layer MLPs of N units (795N + 10)")
     if command in ("run", "gradcheck"):
-        parser.add_argument("--batch-size", type=int, default=128)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--limit", type=int, help="use only the first N training images")
+        parser.add_argument("--batch-size", type=positive_int, default=128)
+        parser.add_argument("--seed", type=nonnegative_int, default=0)
+        parser.add_argument("--limit", type=positive_int,
+                            help="use only the first N training images")
     if command == "run":
-        parser.add_argument("--epochs", type=int, default=2)
-        parser.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
-        parser.add_argument("--lr", type=float, default=None,
-                            help="learning rate (default 0.001 for adam, 0.05 for sgd)")
+        parser.add_argument("--epochs", type=positive_int, default=2)
+        add_optimizer_args(parser)
         parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                             help="precision of the lockstep part")
-        parser.add_argument("--lockstep-steps", type=int, default=50)
+        parser.add_argument("--lockstep-steps", type=positive_int, default=50)
         parser.add_argument("--logdir", default="runs")
         parser.add_argument("--figure", default="compare.png")
     args = parser.parse_args(argv)
     args.command = command
-    if getattr(args, "limit", None) is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
     if command == "run":
+        check_optimizer_args(parser, args)
         args.model = args.model or DEFAULT_MODELS
-        if args.lr is None:
-            args.lr = 0.001 if args.optimizer == "adam" else 0.05
-        for flag in ("epochs", "batch_size", "lockstep_steps"):
-            if getattr(args, flag) < 1:
-                parser.error(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.lr <= 0:
-            parser.error("--lr must be positive")
     return args
 
 
@@ -386,9 +379,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.json:
-        Path(args.json).write_text(json.dumps(output, indent=1, default=float))
+        write_json(args.json, output)
         console.print(f"numbers: {args.json}")
-    return 0
+    return 1 if output.get("passed") is False else 0  # gradcheck: a failed array fails the run
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from keras_impl.data import add_data_dir_arg, load_mnist, run_cli
+
 IMAGE_SIZE = 28
 CENTRE = (IMAGE_SIZE - 1) / 2  # pixel centres sit at integer coordinates 0..27
 TEST_ROTATION = 15.0  # degrees
@@ -81,6 +83,10 @@ class Augmentation:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"Augmentation: {message}, got {self}")
+
+    def __call__(self, images, seed):
+        """`augment_batch(images, seed, self)`: what make_dataset(augment=...) calls."""
+        return augment_batch(images, seed, self)
 
 
 def affine(images, angle_degrees, scale, shift):
@@ -250,8 +256,6 @@ def plot_examples(images, config: Augmentation, seed: int, path, versions: int =
 
 
 def main(argv=None) -> int:
-    from keras_impl.data import add_data_dir_arg, load_mnist
-
     parser = argparse.ArgumentParser(prog="python -m keras_impl.augment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--figure", metavar="FILE", required=True,
@@ -275,6 +279,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from keras_impl.data import run_cli
-
     raise SystemExit(run_cli(main))

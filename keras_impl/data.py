@@ -169,11 +169,12 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     `flat`; y int32 of shape (B,). Training shuffles by default with a seeded,
     per-epoch reshuffle (the same seed gives the same batches in every run and in
     both implementations). `limit` keeps the first N examples (quick runs, tests).
-    `augment`: a `keras_impl.augment.Augmentation` (training only) randomly
-    transforms every training image, before any flattening. Each batch gets its own
-    seed from a seeded random stream that is redrawn each epoch: the same `seed` (and
-    global seed, see `seed_tensorflow`) gives the same augmented batches in every run
-    and in both implementations, and every epoch gets new ones.
+    `augment` (training only): a function (images (B, 28, 28, 1), seed (2,) int64) ->
+    images, such as a `keras_impl.augment.Augmentation`, that randomly transforms
+    every training image, before any flattening. Each batch gets its own seed from a
+    seeded random stream that is redrawn each epoch: the same `seed` (and global seed,
+    see `seed_tensorflow`) gives the same augmented batches in every run and in both
+    implementations, and every epoch gets new ones.
 
     The images are converted to float32 once and kept as one tensor; what flows
     through shuffle and batch are example indices, and each batch is one gather.
@@ -200,12 +201,10 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda idx: (tf.gather(pixels, idx), tf.gather(targets, idx)))
     if augment is not None:
-        from keras_impl.augment import augment_batch
-
         out_shape = flat_shape if flat else images_shape
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(lambda batch, pair: (
-            tf.reshape(augment_batch(batch[0], pair, augment), out_shape), batch[1]))
+            tf.reshape(augment(batch[0], pair), out_shape), batch[1]))
     # No autotuning: deleting an autotuned iterator at the end of an epoch can wait for
     # the tuner's next wake-up (its period doubles: 20 s, 41 s, ... after the epoch
     # began), which added up to 17 s to 24 s epochs here.

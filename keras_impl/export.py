@@ -11,8 +11,9 @@ Compatibility: Keras >= 3.13 writes config keys that Keras 3.5-3.12 reject
 (`quantization_config` on Dense, `input_axes`/`output_axes` on initializers,
 `ragged`/`optional` on InputLayer, `renorm*` on BatchNormalization). Rather than
 pin Keras, the export keeps in every serialized object's config only the keys
-Keras 3.5 itself writes for that class (`KERAS_3_5_CONFIG_KEYS`, the output of
-`--print-config-keys` under Keras 3.5; Keras reads back what it writes). It then
+Keras 3.5 itself writes for that class (`KERAS_3_5_CONFIG_KEYS`: each layer kind's
+from its registry entry, the rest here; the output of `--print-config-keys` under
+Keras 3.5, which CI runs; Keras reads back what it writes). It then
 proves nothing was lost: the running Keras must rebuild exactly the original
 model config from the file, so a key is dropped only when it holds the value
 Keras assumes anyway, and a model Keras 3.5 cannot express is refused.
@@ -31,42 +32,28 @@ import keras
 from keras_impl.data import run_cli
 from keras_impl.model import TwinNet, build_sequential, keras_layer
 from scratch import zoo
+from scratch.registry import KINDS
 
 MAX_BYTES = 500_000_000  # graders accept files under 500 MB
 H5_SUFFIXES = (".h5", ".hdf5")  # Keras picks the format by suffix
 
-# Keys Keras 3.5.0 writes, per class, for the probe model below (one layer of
-# every zoo kind, with L2). Made with, in a TF 2.18 venv holding Keras 3.5.0:
+# Keys Keras 3.5.0 writes, per class, for the probe model below: here the classes every
+# export holds whatever its layers; each layer kind's own keys are in its registry entry
+# (scratch/registry.py). Made with, under TF 2.18 with Keras 3.5.0 (see CONTRIBUTING.md):
 #   python -m keras_impl.export --print-config-keys
-KERAS_3_5_CONFIG_KEYS = {
-    "BatchNormalization": (
-        "axis", "beta_constraint", "beta_initializer", "beta_regularizer", "center", "dtype",
-        "epsilon", "gamma_constraint", "gamma_initializer", "gamma_regularizer", "momentum",
-        "moving_mean_initializer", "moving_variance_initializer", "name", "scale",
-        "synchronized", "trainable"),
-    "Conv2D": (
-        "activation", "activity_regularizer", "bias_constraint", "bias_initializer",
-        "bias_regularizer", "data_format", "dilation_rate", "dtype", "filters", "groups",
-        "kernel_constraint", "kernel_initializer", "kernel_regularizer", "kernel_size", "name",
-        "padding", "strides", "trainable", "use_bias"),
+GENERIC_KERAS_3_5_CONFIG_KEYS = {
     "DTypePolicy": ("name",),
-    "Dense": (
-        "activation", "bias_constraint", "bias_initializer", "bias_regularizer", "dtype",
-        "kernel_constraint", "kernel_initializer", "kernel_regularizer", "name", "trainable",
-        "units", "use_bias"),
-    "Dropout": ("dtype", "name", "noise_shape", "rate", "seed", "trainable"),
-    "Flatten": ("data_format", "dtype", "name", "trainable"),
     "GlorotUniform": ("seed",),
     "InputLayer": ("batch_shape", "dtype", "name", "sparse"),
     "L2": ("l2",),
-    "MaxPooling2D": ("data_format", "dtype", "name", "padding", "pool_size", "strides",
-                     "trainable"),
     "Ones": (),
-    "ReLU": ("dtype", "max_value", "name", "negative_slope", "threshold", "trainable"),
     "Sequential": ("build_input_shape", "dtype", "layers", "name", "trainable"),
     "Softmax": ("axis", "dtype", "name", "trainable"),
     "Zeros": (),
 }
+KERAS_3_5_CONFIG_KEYS = {**GENERIC_KERAS_3_5_CONFIG_KEYS,
+                         **{kind.keras_class: kind.keras_3_5_config_keys
+                            for kind in KINDS.values()}}
 
 
 class ExportError(ValueError):
@@ -94,8 +81,8 @@ def keras_3_5_config(model_config: dict) -> dict:
     for obj in serialized_objects(model_config):
         known = KERAS_3_5_CONFIG_KEYS.get(obj["class_name"])
         if known is None:
-            raise ExportError(f"no Keras 3.5 config keys recorded for {obj['class_name']}; "
-                              "add them to KERAS_3_5_CONFIG_KEYS (see --print-config-keys)")
+            raise ExportError(f"no Keras 3.5 config keys recorded for {obj['class_name']} "
+                              "(see CONTRIBUTING.md: a layer kind's keys)")
         for key in set(obj["config"]) - set(known):
             del obj["config"][key]
     return model_config
@@ -208,12 +195,21 @@ def export_h5(model: keras.Model, path) -> keras.Sequential:
     return grader_model
 
 
+def probe_specs() -> list:
+    """The example of every registered layer kind, in an order that fits 28x28x1 input:
+    the image layers, a flatten, the layers that need flat input, then the logits layer
+    (a kernel without L2)."""
+    image = [kind.example for kind in KINDS.values()
+             if not kind.flat_input and kind.name != "flatten"]
+    flat = [kind.example for kind in KINDS.values() if kind.flat_input]
+    return [*image, zoo.FLATTEN, *flat, zoo.logits()]
+
+
 def probe_model() -> keras.Sequential:
-    """One layer of every zoo kind, with L2, plus the softmax: every class an export writes."""
-    specs = [zoo.conv(4), zoo.batchnorm(), zoo.RELU, zoo.pool(2), zoo.FLATTEN,
-             zoo.dropout(0.5), zoo.dense(8), zoo.logits()]
+    """One layer of every registered kind, with L2, plus the softmax: every class an
+    export writes."""
     return keras.Sequential([keras.Input(zoo.INPUT_SHAPE)]
-                            + [keras_layer(spec, l2=0.01) for spec in specs]
+                            + [keras_layer(spec, l2=0.01) for spec in probe_specs()]
                             + [keras.layers.Softmax()], name="probe")
 
 

@@ -80,6 +80,8 @@ def main(argv=None) -> None:
     for model_file in args.models:
         if not Path(model_file).is_file():
             parser.error(f"{model_file}: no such file")
+    if args.save_dir and not Path(args.save_dir).is_dir():
+        parser.error(f"--save-dir {args.save_dir}: no such folder")
     try:
         x_test, y_test = read_test_set(args.mnist_dir, args.npz)
     except (OSError, KeyError, ValueError) as err:
@@ -94,7 +96,8 @@ def main(argv=None) -> None:
         if args.save_dir:
             np.save(Path(args.save_dir) / (Path(model_file).stem + ".npy"), probs)
     if args.save_dir:
-        (Path(args.save_dir) / "results.json").write_text(json.dumps(results, indent=1))
+        # twinnet's JSON layout (scratch.cli.write_json), written here without twinnet
+        (Path(args.save_dir) / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,28 +10,17 @@ from __future__ import annotations
 import keras
 
 from scratch import zoo
+from scratch.registry import LayerSpec, kind_of
 
 
-def keras_layer(spec: zoo.LayerSpec, l2: float = 0.0, name: str | None = None):
-    """The built-in Keras layer for one zoo `LayerSpec` (L2 on kernels when l2 > 0)."""
-    reg = keras.regularizers.L2(l2) if l2 > 0 and spec.regularize else None
-    if spec.kind == "conv2d":
-        return keras.layers.Conv2D(spec.filters, spec.kernel_size, padding=spec.padding,
-                                   activation=spec.activation, kernel_regularizer=reg, name=name)
-    if spec.kind == "maxpool2d":
-        return keras.layers.MaxPooling2D(spec.pool_size, name=name)
-    if spec.kind == "flatten":
-        return keras.layers.Flatten(name=name)
-    if spec.kind == "dense":
-        return keras.layers.Dense(spec.units, activation=spec.activation,
-                                  kernel_regularizer=reg, name=name)
-    if spec.kind == "dropout":
-        return keras.layers.Dropout(spec.rate, name=name)
-    if spec.kind == "batchnorm":
-        return keras.layers.BatchNormalization(name=name)
-    if spec.kind == "relu":
-        return keras.layers.ReLU(name=name)
-    raise ValueError(f"unknown layer kind {spec.kind!r}")
+def keras_layer(spec: LayerSpec, l2: float = 0.0, name: str | None = None):
+    """The built-in Keras layer of one zoo `LayerSpec`, as its registry entry names it
+    (L2 on the kernel when l2 > 0 and the kind's kernel takes it)."""
+    kind = kind_of(spec)
+    kwargs = kind.keras_kwargs(spec)
+    if kind.regularizable and spec.regularize and l2 > 0:
+        kwargs["kernel_regularizer"] = keras.regularizers.L2(l2)
+    return getattr(keras.layers, kind.keras_class)(**kwargs, name=name)
 
 
 def input_shape(name: str, flat: bool | None = None) -> tuple:

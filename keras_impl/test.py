@@ -45,7 +45,7 @@ from keras_impl.augment import TEST_TRANSFORMS
 from keras_impl.data import add_data_dir_arg, load_mnist, run_cli
 from keras_impl.digits import DigitImageError, collect_images, preprocess_file
 from keras_impl.model import TwinNet, batch_input_shape
-from keras_impl.train import write_json
+from scratch.cli import write_json
 
 MODEL_SUFFIXES = (".keras", ".h5")
 MNIST_INPUTS = ((None, 784), (None, 28, 28, 1))

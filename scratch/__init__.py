@@ -2,14 +2,16 @@
 
 Pure NumPy: nothing in this package may import TensorFlow or Keras.
 
-    zoo        the architectures, declared once as data (shared with keras_impl)
-    famous     LeNet-5, AlexNet, VGG-16, Inception-v4 as data, for parameter tables
-    layers     dense, relu, flatten, dropout, conv2d, maxpool2d: forward/backward + classes
-    losses     softmax cross-entropy from logits, the L2 penalty
-    optim      SGD (momentum, Nesterov) and Adam with Keras's update formulas
-    model      build_model(name) -> Model; parameter tables; save_npz / load_npz
-    gradcheck  central differences against the hand-written gradients
-    train      the training loops and checkpoints (their command line, on tf.data
-               batches, is keras_impl.scratch_train)
-    reference  naive loop versions of conv2d and maxpool2d (what the tests compare to)
+    zoo           the architectures, declared once as data (shared with keras_impl)
+    famous        LeNet-5, AlexNet, VGG-16, Inception-v4 as data, for parameter tables
+    layers        the readable forward/backward pairs: dense, relu, flatten, dropout, conv2d,
+                  maxpool2d, avgpool2d, batchnorm
+    fast_layers   the same numbers, faster: im2col, bit masks, fused ReLU (the default path)
+    layer_classes Dense, Conv2D, MaxPool2D, ...: params and grads around the pairs
+    losses        softmax cross-entropy from logits, the L2 penalty
+    optim         SGD (momentum, Nesterov) and Adam with Keras's update formulas
+    model         build_model(name) -> Model; parameter tables; save_npz / load_npz
+    gradcheck     central differences against the hand-written gradients
+    train         the training loops and checkpoints (their command line, on tf.data
+                  batches, is keras_impl.scratch_train)
 """

@@ -8,6 +8,9 @@ models; `famous_total(name)` is the sum. Nothing here is typed in: every total
 follows from the declarations. Activations are left out: they have no
 parameters and keep the shape.
 
+Layers the zoo has too (dense, flatten, stride-1 square convolutions with bias,
+pooling with stride = window) are counted by their `scratch.registry` entry.
+
 `Concat` holds parallel branches that all read the same input and are joined
 along channels (Inception blocks); branch rows are labelled
 `<block>/b<j>/<layer>`. Convolutions followed by BatchNorm count the trainable
@@ -16,8 +19,10 @@ non-trainable and not counted.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
+from scratch.registry import NO_WEIGHTS, LayerSpec, kind_of, param_count, window_out
 from scratch.zoo import ParamRow
 
 
@@ -25,14 +30,10 @@ def _pair(k):
     return (k, k) if isinstance(k, int) else tuple(k)
 
 
-def _out_size(n, k, stride, padding, label):
-    if padding == "same":
-        return -(-n // stride)  # ceil(n / stride)
-    if padding != "valid":
-        raise ValueError(f"{label}: padding must be 'same' or 'valid', got {padding!r}")
-    if n < k:
-        raise ValueError(f"{label}: window {k} is larger than the input size {n}")
-    return (n - k) // stride + 1
+def _registry_row(spec: LayerSpec, shape):
+    """(output shape, count, formula, parameter shapes) as the registry declares `spec`."""
+    out, params, formula = kind_of(spec).describe(spec, shape)
+    return out, param_count(params), formula, params
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,16 @@ class Conv:
         kh, kw = _pair(self.kernel)
         return f"conv{kh}x{kw}"
 
-    def apply(self, shape, label):
-        h, w, cin = shape
+    def apply(self, shape):
         (kh, kw), cout, g = _pair(self.kernel), self.filters, self.groups
+        if (self.stride, g, self.bias, self.batchnorm, kh) == (1, 1, True, False, kw):
+            zoo_conv = LayerSpec("conv2d", filters=cout, kernel_size=kh, padding=self.padding)
+            return _registry_row(zoo_conv, shape)
+        h, w, cin = shape
         if cin % g or cout % g:
-            raise ValueError(f"{label}: {cin} input and {cout} output channels "
-                             f"must divide by groups={g}")
-        out = (_out_size(h, kh, self.stride, self.padding, label),
-               _out_size(w, kw, self.stride, self.padding, label), cout)
+            raise ValueError(f"{cin} input and {cout} output channels must divide by groups={g}")
+        out = (window_out(h, kh, self.stride, self.padding),
+               window_out(w, kw, self.stride, self.padding), cout)
         cin_text = f"({cin}/{g})" if g > 1 else f"{cin}"
         count = kh * kw * (cin // g) * cout
         terms, params = [f"{kh}*{kw}*{cin_text}*{cout}"], {"kernel": (kh, kw, cin // g, cout)}
@@ -89,15 +92,13 @@ class PartialConv:
     name: str = ""
     kind = "partial_conv"
 
-    def apply(self, shape, label):
+    def apply(self, shape):
         h, w, cin = shape
         if any(not 0 <= i < cin for inputs in self.table for i in inputs):
-            raise ValueError(f"{label}: connection table names an input map outside 0..{cin - 1}")
+            raise ValueError(f"connection table names an input map outside 0..{cin - 1}")
         k, cout = self.kernel, len(self.table)
-        out = (_out_size(h, k, 1, "valid", label), _out_size(w, k, 1, "valid", label), cout)
-        by_fan_in = {}
-        for inputs in self.table:
-            by_fan_in[len(inputs)] = by_fan_in.get(len(inputs), 0) + 1
+        out = (window_out(h, k), window_out(w, k), cout)
+        by_fan_in = Counter(len(inputs) for inputs in self.table)
         links = sum(len(inputs) for inputs in self.table)
         groups = " + ".join(f"{n}*{fan_in}" for fan_in, n in sorted(by_fan_in.items()))
         count = k * k * links + cout
@@ -112,7 +113,7 @@ class Subsample:
     name: str = ""
     kind = "subsample"
 
-    def apply(self, shape, label):
+    def apply(self, shape):
         h, w, c = shape
         count = 2 * c
         return ((h // 2, w // 2, c), count, f"2*{c} (coefficient, bias) = {count:,}",
@@ -133,11 +134,13 @@ class Pool:
     def kind(self):
         return f"{self.mode}pool"
 
-    def apply(self, shape, label):
+    def apply(self, shape):
+        if (self.stride, self.padding) == (self.size, "valid"):  # the zoo's pooling
+            return _registry_row(LayerSpec(f"{self.mode}pool2d", pool_size=self.size), shape)
         h, w, c = shape
-        out = (_out_size(h, self.size, self.stride, self.padding, label),
-               _out_size(w, self.size, self.stride, self.padding, label), c)
-        return out, 0, "0 (no weights)", {}
+        out = (window_out(h, self.size, self.stride, self.padding),
+               window_out(w, self.size, self.stride, self.padding), c)
+        return out, 0, NO_WEIGHTS, {}
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,8 @@ class NoWeights:
     kind: str
     name: str = ""
 
-    def apply(self, shape, label):
-        return shape, 0, "0 (no weights)", {}
+    def apply(self, shape):
+        return shape, 0, NO_WEIGHTS, {}
 
 
 @dataclass(frozen=True)
@@ -156,11 +159,8 @@ class Flatten:
     name: str = ""
     kind = "flatten"
 
-    def apply(self, shape, label):
-        size = 1
-        for d in shape:
-            size *= d
-        return (size,), 0, "0 (" + "*".join(map(str, shape)) + f" = {size:,} values)", {}
+    def apply(self, shape):
+        return _registry_row(LayerSpec("flatten"), shape)
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,8 @@ class GlobalAvgPool:
     name: str = ""
     kind = "global_avgpool"
 
-    def apply(self, shape, label):
-        return (shape[-1],), 0, "0 (no weights)", {}
+    def apply(self, shape):
+        return (shape[-1],), 0, NO_WEIGHTS, {}
 
 
 @dataclass(frozen=True)
@@ -178,14 +178,8 @@ class Dense:
     name: str = ""
     kind = "dense"
 
-    def apply(self, shape, label):
-        if len(shape) != 1:
-            raise ValueError(f"{label}: dense needs a flat input, got shape {shape} "
-                             "(add Flatten())")
-        (fan_in,), n = shape, self.units
-        count = fan_in * n + n
-        return ((n,), count, f"{fan_in}*{n} + {n} = {count:,}",
-                {"kernel": (fan_in, n), "bias": (n,)})
+    def apply(self, shape):
+        return _registry_row(LayerSpec("dense", units=self.units), shape)
 
 
 @dataclass(frozen=True)
@@ -196,9 +190,9 @@ class RBF:
     name: str = ""
     kind = "rbf"
 
-    def apply(self, shape, label):
+    def apply(self, shape):
         if len(shape) != 1:
-            raise ValueError(f"{label}: rbf needs a flat input, got shape {shape} (add Flatten())")
+            raise ValueError(f"rbf needs a flat input, got shape {shape} (add Flatten())")
         (fan_in,), n = shape, self.units
         count = fan_in * n
         return (n,), count, f"{fan_in}*{n} (centres) = {count:,}", {"centres": (fan_in, n)}
@@ -229,7 +223,10 @@ def _walk(layers, shape, prefix):
             formula = "0 (concat " + "+".join(map(str, channels)) + f" = {shape[2]:,} channels)"
             rows.append(ParamRow(f"{label}/concat", shape, formula, 0))
         else:
-            shape, count, formula, params = layer.apply(shape, label)
+            try:
+                shape, count, formula, params = layer.apply(shape)
+            except ValueError as err:  # name the layer
+                raise ValueError(f"{label}: {err}") from None
             rows.append(ParamRow(label, shape, formula, count, params))
     return rows, shape
 

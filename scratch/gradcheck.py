@@ -6,34 +6,43 @@
 For each parameter array it perturbs a sample of entries by +-h (and +-2h for
 networks with BatchNorm), recomputes the loss, and reports the largest relative
 error |analytic - numeric| / max(|analytic|, |numeric|, tiny) over those entries
-(steps that cross a ReLU or max-pool kink are counted and left out; see
-`model_gradient_errors`). Dropout stays on with the same mask throughout,
-BatchNorm uses the batch's statistics (training mode).
+(in a network with a ReLU or max pooling, steps that cross a kink are counted
+and left out; see `model_gradient_errors`). Dropout stays on with the same mask
+throughout, BatchNorm uses the batch's statistics (training mode). An array passes
+when at least one entry was checked and its error is at most NETWORK_TOLERANCE;
+the command exits 1 when any array fails.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+from typing import NamedTuple
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from scratch import zoo
-from scratch.layers import BatchNorm
+from scratch.cli import nonnegative_float, nonnegative_int, positive_int
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model
+from scratch.registry import KINDS
 
 TINY = 1e-12  # below this both gradients count as zero and the error as absolute
 KINK_TOLERANCE = 1e-8  # relative second (fourth) difference of the logits that marks a kink
+# What a correct backward pass stays below in float64 (h^2 truncation, 1e-16 / h
+# round-off); a wrong one lands at 1e-3 and above.
+NETWORK_TOLERANCE = 1e-7
 
 
 def grad_rel_error(a, b, tiny=TINY) -> float:
-    """max over entries of |a - b| / max(|a|, |b|, tiny); a and b of the same shape."""
+    """max over entries of |a - b| / max(|a|, |b|, tiny); a and b of the same, non-empty shape."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
     if a.size == 0:
-        return 0.0
+        raise ValueError("no entries to compare: the largest error of nothing is undefined")
     scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), tiny)
     return float(np.max(np.abs(a - b) / scale))
 
@@ -61,6 +70,28 @@ def numeric_gradient(f, x, h=1e-5, indices=None):
     return grad.reshape(x.shape) if indices is None else grad
 
 
+class ArrayCheck(NamedTuple):
+    """The whole-network check of one parameter array."""
+
+    layer: str
+    param: str
+    checked: int  # sampled entries compared (a step that crossed a kink is left out)
+    error: float  # max relative error over them; nan when no entry was checked
+
+    def passed(self, tolerance: float = NETWORK_TOLERANCE) -> bool:
+        """A check of no entries fails, whatever the tolerance."""
+        return self.checked > 0 and self.error <= tolerance
+
+
+def has_kinks(model) -> bool:
+    """True when the model has a piecewise-linear layer (`KINDS[kind].piecewise_linear`),
+    on its own or as a layer's activation (an activation is named like the layer kind
+    that computes it: "relu")."""
+    return any(KINDS[kind].piecewise_linear
+               for spec in zoo.architecture(model.name)
+               for kind in (spec.kind, spec.activation) if kind is not None)
+
+
 def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0):
     """Check model.loss_and_grads (training mode, L2 included) by finite differences.
 
@@ -79,7 +110,9 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
       term of a central difference, and the fourth difference
       z(w+2h) - 4 z(w+h) + 6 z(w) - 4 z(w-h) + z(w-2h), ~h^4 z'''' on a smooth
       piece, marks the kinks. (A difference counts as not ~0 when it exceeds
-      KINK_TOLERANCE times |z(w+h) - z(w-h)|.)
+      KINK_TOLERANCE times |z(w+h) - z(w-h)|.) A network without a
+      piecewise-linear layer (`has_kinks`) has no kink to cross, and its
+      curvature would mark every step: there every sampled entry is checked.
     - round-off: the loss carries an absolute error of about 1e-16 * |loss| / h,
       so entries far smaller than the array's largest gradient cannot be
       checked relatively; they are measured against `floor` times that largest.
@@ -89,10 +122,12 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
       the network's largest gradient.
     Every evaluation runs BatchNorm in training mode, which updates its moving
     statistics; they take no part in the loss and are restored at the end.
-    Returns [(layer name, param name, entries checked, max relative error)]
-    in `model.parameters()` order; "checked" leaves out the entries at a kink.
+    Returns one ArrayCheck per array, in `model.parameters()` order. An array with
+    no entry checked (every sampled step crossed a kink, or entries=0) gets error
+    nan and fails `ArrayCheck.passed`: a check of nothing proves nothing.
     """
-    curved = any(isinstance(layer, BatchNorm) for layer in model.layers)
+    kinked = has_kinks(model)
+    curved = any(spec.kind == "batchnorm" for spec in zoo.architecture(model.name))
     h = h or (1e-5 if curved else 1e-4)
     rng = np.random.default_rng(seed)
     dropout_state = model.rng.bit_generator.state if model.rng is not None else None
@@ -123,56 +158,68 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
         numeric = numeric_gradient(loss, value, h, chosen)
         if curved:
             numeric = (4 * numeric - numeric_gradient(loss, value, 2 * h, chosen)) / 3
-        z = np.array(evaluated).reshape(-1, len(chosen), 2, *base.shape)  # [step, entry, +-]
-        plus, minus = z[0, :, 0], z[0, :, 1]
-        if curved:
-            kink = z[1, :, 0] + z[1, :, 1] - 4 * (plus + minus) + 6 * base
-        else:
-            kink = plus + minus - 2 * base
-        smooth = (np.abs(kink).max(axis=(1, 2))
-                  <= KINK_TOLERANCE * np.abs(plus - minus).max(axis=(1, 2)) + 1e-14)
+        smooth = np.ones(len(chosen), dtype=bool)
         scale = float(np.abs(analytic).max())
         if (i, key) in zeros:  # the logits do not move, so no kink is crossed
-            smooth[:], scale = True, largest
-        error = grad_rel_error(analytic[chosen][smooth], numeric[smooth],
-                               max(floor * scale, TINY))
-        rows.append((model.layers[i].name, key, int(smooth.sum()), error))
+            scale = largest
+        elif kinked and len(chosen):
+            z = np.array(evaluated).reshape(-1, len(chosen), 2, *base.shape)  # [step, entry, +-]
+            plus, minus = z[0, :, 0], z[0, :, 1]
+            if curved:
+                kink = z[1, :, 0] + z[1, :, 1] - 4 * (plus + minus) + 6 * base
+            else:
+                kink = plus + minus - 2 * base
+            smooth = (np.abs(kink).max(axis=(1, 2))
+                      <= KINK_TOLERANCE * np.abs(plus - minus).max(axis=(1, 2)) + 1e-14)
+        checked = int(smooth.sum())
+        error = (grad_rel_error(analytic[chosen][smooth], numeric[smooth],
+                                max(floor * scale, TINY)) if checked else math.nan)
+        rows.append(ArrayCheck(model.layers[i].name, key, checked, error))
     for (_, _, value), saved in zip(model.weights(), saved_weights):
         value[...] = saved
     return rows
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scratch.gradcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME",
+    parser.add_argument("names", nargs="*", metavar="NAME", type=zoo.name_argument,
                         help="zoo models (default: all of them)")
-    parser.add_argument("--batch", type=int, default=2, help="random images per check (default 2)")
-    parser.add_argument("--entries", type=int, default=20,
+    parser.add_argument("--batch", type=positive_int, default=2,
+                        help="random images per check (default 2)")
+    parser.add_argument("--entries", type=positive_int, default=20,
                         help="entries checked per parameter array (default 20)")
-    parser.add_argument("--l2", type=float, default=0.01, help="L2 factor (default 0.01)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--l2", type=nonnegative_float, default=0.01,
+                        help="L2 factor (default 0.01)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.entries < 1 or args.l2 < 0:
-        parser.error("--batch and --entries must be >= 1 and --l2 >= 0")
     rng = np.random.default_rng(args.seed)
     table = Table(title="analytic vs finite-difference gradients (float64; h=1e-4, "
                         "with BatchNorm h=1e-5 and Richardson extrapolation)")
     for column in ("model", "layer", "param", "checked", "at a kink", "max rel. error"):
         table.add_column(column)
+    failed = 0
     for name in args.names or zoo.model_names():
-        try:
-            model = build_model(name, l2=args.l2, seed=args.seed).astype(np.float64)
-        except KeyError as err:
-            parser.error(err.args[0])
+        model = build_model(name, l2=args.l2, seed=args.seed).astype(np.float64)
         x = rng.random((args.batch, *zoo.INPUT_SHAPE))
         y = rng.integers(0, zoo.NUM_CLASSES, args.batch)
         rows = model_gradient_errors(model, x, y, args.entries, seed=args.seed)
-        for (_, _, value), (layer, key, checked, error) in zip(model.parameters(), rows):
-            kinks = min(args.entries, value.size) - checked
-            table.add_row(name, layer, key, str(checked), str(kinks), f"{error:.1e}")
-    Console().print(table)
+        for (_, _, value), row in zip(model.parameters(), rows):
+            kinks = min(args.entries, value.size) - row.checked
+            error = f"{row.error:.1e}" if row.checked else "nothing checked"
+            colour = "green" if row.passed() else "red"
+            table.add_row(name, row.layer, row.param, str(row.checked), str(kinks),
+                          f"[{colour}]{error}[/]")
+            failed += not row.passed()
+    console = Console()
+    console.print(table)
+    if failed:
+        console.print(f"[red]FAIL[/]: {failed} arrays with no entry checked or an error "
+                      f"above {NETWORK_TOLERANCE:g}")
+        return 1
+    console.print(f"[green]pass[/]: every array checked, every error <= {NETWORK_TOLERANCE:g}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from scratch import zoo
-from scratch.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from scratch.cli import atomic_write
+from scratch.layer_classes import BatchNorm, Dropout, MaxPool2D
 from scratch.losses import l2_penalty, softmax_cross_entropy
+from scratch.registry import BuildContext, LayerSpec, kind_of
 
 NPZ_FORMAT = "twinnet-scratch-v1"
 
@@ -78,15 +79,9 @@ class Model:
     layers: one layer object per zoo spec. rng: the numpy Generator the dropout
     layers draw their masks from. optimizer_states: (layer index, param name)
     -> the state `update` returned last; clear it before switching optimizers.
-
-    Where a ReLU feeds max pooling (conv -> pool, or a standalone ReLU -> pool),
-    the pooling layer applies the ReLU after taking the maxima: max and ReLU
-    commute, so logits and gradients are exactly those of ReLU-then-pool, for a
-    quarter of the ReLU's work. (The conv layer's own output is then the
-    pre-activation; a standalone ReLU passes values through.)
     """
 
-    def __init__(self, name: str, layers: list, l2: float = 0.0, rng=None):
+    def __init__(self, name: str, layers: list, l2: float = 0.0, rng=None, fast: bool = True):
         if l2 < 0:
             raise ValueError(f"l2 {l2}: expected >= 0")
         self.name = name
@@ -96,9 +91,24 @@ class Model:
         self.optimizer_states: dict = {}
         self.conv = zoo.has_conv(name)
         self.first_trainable = next(i for i, layer in enumerate(layers) if layer.params)
-        for layer, following in zip(layers, layers[1:]):
+        self.fast = fast
+
+    @property
+    def fast(self) -> bool:
+        """True (default): the layers run `scratch.fast_layers`, and a ReLU feeding max
+        pooling is applied by the pooling layer after the maxima (max and ReLU commute:
+        the same numbers for a quarter of the work). False: the readable `scratch.layers`.
+        Switch between training steps, never between forward and backward."""
+        return self._fast
+
+    @fast.setter
+    def fast(self, fast: bool):
+        self._fast = bool(fast)
+        for layer in self.layers:
+            layer.fast = self._fast
+        for layer, following in zip(self.layers, self.layers[1:]):
             if isinstance(following, MaxPool2D) and getattr(layer, "activation", None) == "relu":
-                layer.relu_in_next_layer = following.relu = True
+                layer.relu_in_next_layer = following.relu_after_pooling = self._fast
 
     @property
     def dtype(self):
@@ -131,14 +141,14 @@ class Model:
         """Backpropagate dL/dlogits (N, 10) through the last forward pass.
 
         Fills every layer's `grads`; returns dL/dx (shaped like the input) when
-        input_grad, else None (and skips the first layer's input gradient).
+        input_grad, else None (and, when fast, skips the first layer's input gradient).
         """
         self.layers[self.first_trainable].input_grad = input_grad
         stop = 0 if input_grad else self.first_trainable
         grad = dlogits
         for layer in reversed(self.layers[stop:]):
             grad = layer.backward(grad)
-        return grad
+        return grad if input_grad else None
 
     def l2_loss(self) -> float:
         """The L2 penalty l2 * sum(kernel**2) over conv and dense kernels (0 when l2 = 0)."""
@@ -250,47 +260,34 @@ class Model:
         return clone
 
 
-def make_layer(spec: zoo.LayerSpec, row: zoo.ParamRow, rng, init_rng, init, dtype):
-    """The layer object for one zoo spec; row gives its parameter shapes."""
-    name = row.layer
-    if spec.kind in ("conv2d", "dense"):
-        kernel = INITIALIZERS[init](init_rng, row.shapes["kernel"]).astype(dtype)
-        bias = np.zeros(row.shapes["bias"], dtype=dtype)
-        if spec.kind == "dense":
-            layer = Dense(kernel, bias, spec.activation, name=name)
-        else:
-            layer = Conv2D(kernel, bias, spec.padding, spec.activation, name=name)
-        layer.regularized = spec.regularize  # L2 on hidden kernels, not the output layer's
-        return layer
-    if spec.kind == "maxpool2d":
-        return MaxPool2D(spec.pool_size, name=name)
-    if spec.kind == "flatten":
-        return Flatten(name=name)
-    if spec.kind == "dropout":
-        return Dropout(spec.rate, rng, name=name)
-    if spec.kind == "batchnorm":
-        return BatchNorm(row.shapes["gamma"][0], dtype, name=name)
-    if spec.kind == "relu":
-        return ReLU(name=name)
-    raise NotImplementedError(f"layer kind {spec.kind!r} has no NumPy implementation yet")
+def make_layer(spec: LayerSpec, row: zoo.ParamRow, ctx: BuildContext):
+    """The layer object for one zoo spec, as its registry entry builds it; row gives its
+    name and parameter shapes."""
+    kind = kind_of(spec)
+    layer = kind.make_numpy(spec, row.shapes, ctx)
+    # L2 on hidden kernels, not the output layer's
+    layer.regularized = kind.regularizable and spec.regularize
+    return layer
 
 
 def build_model(name: str, *, l2: float = 0.0, seed: int = 0, dtype=np.float32,
-                init: str = "glorot_uniform") -> Model:
+                init: str = "glorot_uniform", fast: bool = True) -> Model:
     """The zoo architecture `name` with fresh weights.
 
     Kernels from `init` ("glorot_uniform", Keras's default; "he_uniform" or
     "he_normal"), biases zero. `seed` fixes the weights and, through a second
     independent stream, the dropout masks. l2 > 0 adds L2 on every hidden kernel.
+    fast=False trains with the readable layers of `scratch.layers` (see Model.fast).
     """
     if init not in INITIALIZERS:
         raise ValueError(f"init {init!r}: expected one of {', '.join(INITIALIZERS)}")
     specs = zoo.architecture(name)
     init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
     init_rng, rng = np.random.default_rng(init_seq), np.random.default_rng(dropout_seq)
-    layers = [make_layer(spec, row, rng, init_rng, init, dtype)
+    layers = [make_layer(spec, row, BuildContext(row.layer, dtype, INITIALIZERS[init],
+                                                 init_rng, rng))
               for spec, row in zip(specs, zoo.param_rows(specs))]
-    return Model(name, layers, l2, rng)
+    return Model(name, layers, l2, rng, fast=fast)
 
 
 # --- saving and loading ------------------------------------------------------
@@ -298,21 +295,6 @@ def build_model(name: str, *, l2: float = 0.0, seed: int = 0, dtype=np.float32,
 
 class CheckpointError(ValueError):
     """A saved model that cannot be used; the message is one line naming the file."""
-
-
-def atomic_write(path, write) -> None:
-    """Call write(binary file) on a temporary file next to `path`, then os.replace it
-    onto `path`: a crash mid-write leaves the previous file intact, never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_npz(path) -> dict[str, np.ndarray]:

@@ -12,6 +12,9 @@ and returned. The arithmetic is done in w's dtype, operation by operation in
 Keras's order (keras/src/optimizers/sgd.py and adam.py), so a NumPy model and a
 Keras model started from the same weights follow the same trajectory up to
 float rounding.
+
+`make_optimizer("sgd", momentum=0.9)` builds one by name, with Keras's default learning
+rates (DEFAULT_LR); keras_impl.optimizers.make_optimizer builds its Keras twin.
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+# Keras's defaults (keras.optimizers.SGD and Adam); every command line uses these.
+DEFAULT_LR = {"sgd": 0.01, "adam": 0.001}
 
 
 def _check(name, value, low, high, high_open=True):
@@ -37,7 +43,7 @@ class SGD:
     state: None (plain SGD) or the velocity m, same shape as w.
     """
 
-    learning_rate: float = 0.01
+    learning_rate: float = DEFAULT_LR["sgd"]
     momentum: float = 0.0
     nesterov: bool = False
 
@@ -76,7 +82,7 @@ class Adam:
     state: {"step": t, "m": array like w, "v": array like w}.
     """
 
-    learning_rate: float = 0.001
+    learning_rate: float = DEFAULT_LR["adam"]
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
@@ -112,7 +118,20 @@ class Adam:
         return w, state
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+def make_optimizer(name: str, lr: float | None = None, momentum: float = 0.0,
+                   nesterov: bool = False) -> SGD | Adam:
+    """SGD or Adam by name (the --optimizer flag), learning rate `lr` (default DEFAULT_LR[name]).
+
+    momentum and nesterov are SGD's; Adam refuses them rather than ignore them.
+    """
+    if name not in DEFAULT_LR:
+        raise ValueError(f"optimizer {name!r}: expected {' or '.join(DEFAULT_LR)}")
+    lr = DEFAULT_LR[name] if lr is None else lr
+    if name == "sgd":
+        return SGD(lr, momentum, nesterov)
+    if momentum or nesterov:
+        raise ValueError("momentum and nesterov apply to sgd only")
+    return Adam(lr)
 
 
 @dataclass(frozen=True)

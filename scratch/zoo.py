@@ -6,9 +6,10 @@ Both implementations build their networks from these declarations
 apart. Layout is NHWC for activations and HWIO for convolution kernels on both
 sides; inputs are 28x28x1 images (a `flatten` first makes an MLP).
 
-Every entry is a list of `LayerSpec`. `param_rows(name)` walks the list and
-gives, per layer, the output shape and the parameter count with its formula;
-it is what the lecturer tables print and what tests check both
+Every entry is a list of `LayerSpec`, each of a kind declared in
+`scratch.registry`. `param_rows(name)` walks the list and gives, per layer, the
+output shape and the parameter count with its formula, as the registry declares
+them; it is what the lecturer tables print and what tests check both
 implementations' real arrays against.
 """
 from __future__ import annotations
@@ -17,34 +18,10 @@ import argparse
 import re
 from dataclasses import dataclass, field
 
+from scratch.registry import LayerSpec, kind_of, param_count
+
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer of a zoo architecture.
-
-    kind: "conv2d" (filters, kernel_size, padding, activation),
-          "maxpool2d" (pool_size; stride = pool_size), "flatten",
-          "dense" (units, activation), "dropout" (rate), "batchnorm"
-          (per-channel batch normalisation, Keras's defaults), "relu".
-    activation: None (linear) or "relu"; the last dense layer is always linear
-    (it produces logits; softmax lives in the loss, or in the exported model).
-    regularize: whether L2 (when asked for) applies to this layer's kernel. It does for
-    hidden conv and dense layers, not for the output layer (as in Hinton's weight-decay
-    MLP): `logits()` sets it False.
-    """
-
-    kind: str
-    filters: int = 0
-    units: int = 0
-    kernel_size: int = 0
-    padding: str = "valid"
-    pool_size: int = 2
-    rate: float = 0.0
-    activation: str | None = None
-    regularize: bool = True
 
 
 def conv(filters, kernel_size=3, padding="valid", activation="relu"):
@@ -54,6 +31,10 @@ def conv(filters, kernel_size=3, padding="valid", activation="relu"):
 
 def pool(size=2):
     return LayerSpec("maxpool2d", pool_size=size)
+
+
+def avgpool(size=2):
+    return LayerSpec("avgpool2d", pool_size=size)
 
 
 def dense(units, activation="relu"):
@@ -108,6 +89,12 @@ ARCHITECTURES: dict[str, list[LayerSpec]] = {
     "best": [*conv_bn(32), *conv_bn(32), pool(2), *conv_bn(64), *conv_bn(64), pool(2),
              FLATTEN, dense(128, activation=None), batchnorm(), RELU, dropout(0.4),
              logits()],
+    # LeNet-5 (LeCun et al. 1998) as Keras tutorials build it: 'same' padding on 28x28 in
+    # place of the paper's 32x32, ReLU, plain average pooling, every C3 map reading all six
+    # S2 maps, C5 as the dense 400 -> 120 it amounts to, dense logits instead of RBF
+    # units: 61,706 parameters (scratch.famous counts the paper's 60,840).
+    "lenet5": [conv(6, 5, padding="same"), avgpool(2), conv(16, 5), avgpool(2), FLATTEN,
+               dense(120), dense(84), logits()],
 }
 
 _FC_NAME = re.compile(r"fc(\d+)$")
@@ -154,49 +141,19 @@ class ParamRow:
     shapes: dict = field(default_factory=dict)  # parameter name -> array shape
 
 
-def _conv_out(size, kernel, padding):
-    return size if padding == "same" else size - kernel + 1
-
-
 def param_rows(name_or_specs) -> list[ParamRow]:
-    """Per-layer output shapes (batch dim omitted) and parameter counts with formulas."""
+    """Per-layer output shapes (batch dim omitted) and parameter counts with formulas,
+    as `scratch.registry` declares them for each layer kind."""
     specs = architecture(name_or_specs) if isinstance(name_or_specs, str) else name_or_specs
     shape = INPUT_SHAPE
     rows = []
     for i, spec in enumerate(specs):
         label = f"{spec.kind}_{i}"
-        if spec.kind == "conv2d":
-            h, w, cin = shape
-            k, cout = spec.kernel_size, spec.filters
-            shape = (_conv_out(h, k, spec.padding), _conv_out(w, k, spec.padding), cout)
-            count = k * k * cin * cout + cout
-            rows.append(ParamRow(label, shape, f"{k}*{k}*{cin}*{cout} + {cout} = {count:,}",
-                                 count, {"kernel": (k, k, cin, cout), "bias": (cout,)}))
-        elif spec.kind == "maxpool2d":
-            h, w, c = shape
-            shape = (h // spec.pool_size, w // spec.pool_size, c)
-            rows.append(ParamRow(label, shape, "0 (no weights)", 0))
-        elif spec.kind == "flatten":
-            size = 1
-            for d in shape:
-                size *= d
-            formula = "0 (" + "*".join(str(d) for d in shape) + f" = {size:,} values)"
-            shape = (size,)
-            rows.append(ParamRow(label, shape, formula, 0))
-        elif spec.kind == "dense":
-            (fan_in,) = shape
-            count = fan_in * spec.units + spec.units
-            shape = (spec.units,)
-            rows.append(ParamRow(label, shape, f"{fan_in}*{spec.units} + {spec.units} = {count:,}",
-                                 count, {"kernel": (fan_in, spec.units), "bias": (spec.units,)}))
-        elif spec.kind in ("dropout", "relu"):
-            rows.append(ParamRow(label, shape, "0 (no weights)", 0))
-        elif spec.kind == "batchnorm":
-            c = shape[-1]
-            rows.append(ParamRow(label, shape, f"2*{c} trainable (+ 2*{c} moving stats)", 2 * c,
-                                 {"gamma": (c,), "beta": (c,)}))
-        else:
-            raise ValueError(f"unknown layer kind {spec.kind!r}")
+        try:
+            shape, shapes, formula = kind_of(spec).describe(spec, shape)
+        except ValueError as err:
+            raise ValueError(f"{label}: {err}") from None
+        rows.append(ParamRow(label, shape, formula, param_count(shapes), shapes))
     return rows
 
 

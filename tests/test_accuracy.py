@@ -1,13 +1,18 @@
-"""keras_impl.accuracy: recipes run per seed, resumed or reused, and summarised."""
+"""keras_impl.experiments.accuracy (`python -m keras_impl.accuracy`): recipes run per seed,
+resumed or reused, and summarised."""
 import json
-import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from keras_impl import accuracy
+from helpers import needs_mnist
+from keras_impl.experiments import accuracy
 
-pytestmark = pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_DIR is not set")
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = needs_mnist
 
 QUICK = ("--limit", "1024", "--batch-size", "32", "--lr", "0.01")
 TINY = {"keras-tiny": accuracy.Recipe("fc8", "keras", QUICK, 1),
@@ -73,3 +78,11 @@ def test_failed_training_is_one_line(tiny_recipes, tmp_path, monkeypatch, capsys
     assert accuracy.main(["run", "keras-tiny", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == \
         "error: keras-tiny seed 0: training exited with code 1"
+
+
+def test_the_command_keeps_its_name(tmp_path):
+    """`python -m keras_impl.accuracy` runs keras_impl.experiments.accuracy's main."""
+    result = subprocess.run([sys.executable, "-m", "keras_impl.accuracy", "table", "--out",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "accuracy.json").read_text()) == {"rows": []}

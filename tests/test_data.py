@@ -1,6 +1,4 @@
 """The MNIST layer: IDX reader on generated files, real MNIST, the tf.data pipelines, the CLI."""
-import gzip
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,36 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import MNIST_DIR, idx_bytes, needs_mnist, write_idx_folder
 from keras_impl import data
 
 ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = os.environ.get("MNIST_DIR")
-needs_mnist = pytest.mark.skipif(not MNIST_DIR, reason="MNIST_DIR is not set (real MNIST needed)")
-
-
-def idx_bytes(magic: int, dims: tuple, payload: bytes) -> bytes:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
-    return header + payload
-
-
-def write_idx_folder(folder: Path, n_train=20, n_test=10, compress=True, **override) -> Path:
-    """Four small valid IDX files; `override` replaces one file's bytes by key."""
-    rng = np.random.default_rng(0)
-    contents = {}
-    for split, n in (("train", n_train), ("test", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = (np.arange(n) % 10).astype(np.uint8)
-        contents[f"{split}_images"] = idx_bytes(2051, (n, 28, 28), images.tobytes())
-        contents[f"{split}_labels"] = idx_bytes(2049, (n,), labels.tobytes())
-    contents.update(override)
-    folder.mkdir(parents=True, exist_ok=True)
-    for key, blob in contents.items():
-        name = data.FILES[key]
-        if compress:
-            (folder / (name + ".gz")).write_bytes(gzip.compress(blob))
-        else:
-            (folder / name).write_bytes(blob)
-    return folder
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -18,15 +18,19 @@ import tensorflow
 from keras_impl import data, export, grader_check
 from keras_impl.model import build_sequential, build_twinnet
 from scratch import zoo
-from test_data import write_idx_folder
+from scratch.registry import KINDS
+from helpers import MNIST_DIR, needs_mnist, write_idx_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TF218_PYTHON = os.environ.get("TWINNET_TF218_PYTHON")
 needs_tf218 = pytest.mark.skipif(
     not TF218_PYTHON, reason="TWINNET_TF218_PYTHON is not set (path to the python of a "
                              "TensorFlow 2.18 venv; see the README's .h5 export section)")
-needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"),
-                                 reason="MNIST_DIR is not set (real MNIST needed)")
+KERAS35_PATH = os.environ.get("TWINNET_KERAS35_PATH")
+needs_keras35 = pytest.mark.skipif(
+    not (TF218_PYTHON and KERAS35_PATH),
+    reason="TWINNET_TF218_PYTHON and TWINNET_KERAS35_PATH are not both set (a TF 2.18 venv and "
+           "a folder holding Keras 3.5.0, as .ci/run makes them; see CONTRIBUTING.md)")
 # Keys Keras >= 3.13 writes that Keras 3.5-3.12 reject (found by loading in Keras 3.5).
 NEWER_KEYS = {"quantization_config", "input_axes", "output_axes", "ragged", "optional",
               "renorm", "renorm_clipping", "renorm_momentum"}
@@ -322,10 +326,10 @@ def test_grader_load_under_tf218(tmp_path):
     out.mkdir()
 
     tf218([str(ROOT / "keras_impl" / "grader_check.py"), *(str(tmp_path / f"{n}.h5")
-           for n in names), "--mnist-dir", os.environ["MNIST_DIR"], "--save-dir", str(out)],
+           for n in names), "--mnist-dir", MNIST_DIR, "--save-dir", str(out)],
           cwd=tmp_path)
     results = json.loads((out / "results.json").read_text())
-    x_test, y_test = grader_check.read_test_set(mnist_dir=os.environ["MNIST_DIR"])
+    x_test, y_test = grader_check.read_test_set(mnist_dir=MNIST_DIR)
     for name, theirs in zip(names, results):
         assert theirs["tensorflow"] == "2.18.0", "TWINNET_TF218_PYTHON is not a TF 2.18 python"
         ours, our_probs = grader_check.grade(tmp_path / f"{name}.h5", x_test, y_test)
@@ -341,11 +345,26 @@ def test_grader_load_under_tf218(tmp_path):
 
 @needs_tf218
 def test_keras_3_5_keys_are_accepted_by_tf218_keras():
-    """The TF 2.18 venv's Keras writes (so reads) every key kept; Keras 3.5 writes exactly them."""
+    """The TF 2.18 venv's Keras writes (so reads) every key kept."""
     report = json.loads(tf218(["-m", "keras_impl.export", "--print-config-keys"], cwd=ROOT,
                               PYTHONPATH=str(ROOT)))
-    table = {name: sorted(keys) for name, keys in export.KERAS_3_5_CONFIG_KEYS.items()}
-    for name, keys in table.items():
+    for name, keys in export.KERAS_3_5_CONFIG_KEYS.items():
         assert set(keys) <= set(report["keys"][name]), (report["keras"], name)
-    if report["keras"] == "3.5.0":
-        assert report["keys"] == table
+
+
+@needs_keras35
+def test_declared_keys_are_exactly_what_keras_3_5_writes():
+    """Keras 3.5.0 (pure Python, on TF 2.18) writes exactly the keys the export keeps: each
+    registered kind's from its registry entry, the rest from keras_impl/export.py."""
+    report = json.loads(tf218(["-m", "keras_impl.export", "--print-config-keys"], cwd=ROOT,
+                              PYTHONPATH=os.pathsep.join([KERAS35_PATH, str(ROOT)])))
+    assert report["keras"] == "3.5.0", f"TWINNET_KERAS35_PATH holds Keras {report['keras']}"
+    written = report["keys"]
+    wrong = {kind.name: tuple(written[kind.keras_class]) for kind in KINDS.values()
+             if sorted(kind.keras_3_5_config_keys) != written[kind.keras_class]}
+    assert not wrong, "in scratch/registry.py, give " + "; ".join(
+        f"kind {name!r} keras_3_5_config_keys={keys!r}" for name, keys in wrong.items())
+    generic = {name: written[name] for name in written
+               if name not in {kind.keras_class for kind in KINDS.values()}}
+    assert generic == {name: sorted(keys)
+                       for name, keys in export.GENERIC_KERAS_3_5_CONFIG_KEYS.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scratch import zoo
 from scratch.famous import (ALEXNET, FAMOUS, Concat, Conv, Dense, Flatten, Input, Pool,
                             famous_input_shape, famous_rows, famous_total)
 
@@ -101,6 +102,15 @@ def test_modern_lenet5_simplification_from_the_same_building_blocks():
     layers = [Input((32, 32, 1)), Conv(6, 5), Pool(), Conv(16, 5), Pool(), Conv(120, 5),
               Flatten(), Dense(84), Dense(10)]
     assert sum(row.count for row in famous_rows(layers)) == 61_706
+
+
+def test_layers_the_zoo_expresses_are_counted_as_the_zoo_counts_them():
+    """tiny declared with famous's building blocks: every row but the label is zoo's."""
+    layers = [Input((28, 28, 1)), Conv(8, 5), Pool(), Conv(3, 5), Pool(), Flatten(), Dense(16),
+              Dense(10)]
+    ours = [(r.output_shape, r.formula, r.count, r.shapes) for r in famous_rows(layers)]
+    zoos = [(r.output_shape, r.formula, r.count, r.shapes) for r in zoo.param_rows("tiny")]
+    assert ours == zoos
 
 
 def test_bad_declarations_raise_clear_errors():

@@ -1,8 +1,8 @@
 """keras_impl.test and keras_impl.digits: metrics, figures, .keras/.h5 loading, --apply."""
 import json
-import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -10,24 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from helpers import needs_mnist, run_command, write_idx_folder
 from keras_impl import digits
 from keras_impl import test as keras_test
-from keras_impl.data import export_pngs, load_mnist, run_cli
+from keras_impl.data import export_pngs, load_mnist
 from keras_impl.export import export_h5
 from keras_impl.model import build_sequential, build_twinnet
-from test_data import write_idx_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"),
-                                 reason="MNIST_DIR is not set (real MNIST needed)")
-
-
-def cli(*args):
-    """The test CLI in-process, as `python -m keras_impl.test` runs it; returns the exit code."""
-    try:
-        return run_cli(lambda: keras_test.main([str(a) for a in args]))
-    except SystemExit as exit_:
-        return exit_.code
+cli = partial(run_command, keras_test.main)  # `python -m keras_impl.test ...` -> exit code
 
 
 def drawn_seven(size=200, ink=0, paper=255) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""keras_impl.train: step functions, TensorBoard events, checkpoints/resume, Ctrl-C, NaN, the CLI.
+"""keras_impl.train and the modules beside it: step functions, the in-graph multi-step loop,
+TensorBoard events, checkpoints/resume, Ctrl-C, NaN, the command line (keras_impl.train_cli).
 
 Most tests train on small generated data (no MNIST needed); the course-bar test
 uses the session's real fc128 run (conftest.keras_fc128_run).
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -18,10 +20,14 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from keras_impl import test as keras_test
-from keras_impl import train
-from keras_impl.data import run_cli
+from keras_impl import train, train_cli
+from keras_impl.checkpoints import Checkpoints
 from keras_impl.model import build_sequential, build_twinnet
-from test_data import write_idx_folder
+from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
+from keras_impl.optimizers import make_optimizer
+from keras_impl.summaries import MISCLASSIFIED_SHOWN, label_digits
+from scratch.optim import DEFAULT_LR
+from helpers import run_command, write_idx_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -99,12 +105,12 @@ def steps(acc, tag):
 
 
 def run_custom(logdir, epochs, train_ds=None, val_ds=None, resume=False, l2=0.0,
-               steps_per_call=train.STEPS_PER_CALL):
+               steps_per_call=STEPS_PER_CALL):
     keras.utils.set_random_seed(0)
     model = build_twinnet("fc16", l2=l2)
     default_train, default_val = train_and_val()
     result = train.fit_custom(model, train_ds or default_train, val_ds or default_val,
-                              epochs=epochs, optimizer=train.make_optimizer("adam"),
+                              epochs=epochs, optimizer=make_optimizer("adam"),
                               logdir=logdir, resume=resume, steps_per_call=steps_per_call)
     return model, result
 
@@ -114,14 +120,14 @@ def run_fit(logdir, epochs, train_ds=None, resume=False):
     model = build_sequential("fc16")
     default_train, val_ds = train_and_val()
     result = train.fit_baseline(model, train_ds or default_train, val_ds, epochs=epochs,
-                                optimizer=train.make_optimizer("adam"), logdir=logdir,
+                                optimizer=make_optimizer("adam"), logdir=logdir,
                                 resume=resume)
     return model, result
 
 
 def test_step_functions_trace_once_for_any_batch_size():
     model = build_twinnet("fc16")
-    optimizer = train.make_optimizer("sgd", 0.01)
+    optimizer = make_optimizer("sgd", 0.01)
     train_step = train.make_train_step(model, optimizer, train.make_loss_fn())
     test_step = train.make_test_step(model, train.make_loss_fn())
     x, y = learnable(40)
@@ -137,13 +143,14 @@ def test_train_steps_in_graph_equal_one_step_calls_and_stop_at_the_end_of_the_da
     """k steps per call draw the batches in the graph; the training is the same."""
     x, y = learnable()
     keras.utils.set_random_seed(0)
-    model, optimizer = build_twinnet("fc16"), train.make_optimizer("adam")
+    model, optimizer = build_twinnet("fc16"), make_optimizer("adam")
     train_step = train.make_train_step(model, optimizer, train.make_loss_fn())
     losses = [float(train_step(bx, by)) for bx, by in batches(x, y)]
     for k, expected_calls in ((1, [1] * STEPS + [0]), (3, [3, 3, 1])):
         keras.utils.set_random_seed(0)
-        twin, twin_optimizer = build_twinnet("fc16"), train.make_optimizer("adam")
-        train_steps = train.make_train_steps(twin, twin_optimizer, train.make_loss_fn())
+        twin, twin_optimizer = build_twinnet("fc16"), make_optimizer("adam")
+        train_steps = make_train_steps(
+            train.make_train_step(twin, twin_optimizer, train.make_loss_fn()))
         iterator, calls, twin_losses = iter(batches(x, y)), [], []
         while not calls or calls[-1] == k:
             twin_losses += list(train_steps(iterator, tf.constant(k)).numpy())
@@ -155,8 +162,8 @@ def test_train_steps_in_graph_equal_one_step_calls_and_stop_at_the_end_of_the_da
 
 
 def test_train_steps_stop_after_a_step_whose_loss_is_not_finite():
-    model, optimizer = build_twinnet("fc16"), train.make_optimizer("sgd", 0.01)
-    train_steps = train.make_train_steps(model, optimizer, train.make_loss_fn())
+    model, optimizer = build_twinnet("fc16"), make_optimizer("sgd", 0.01)
+    train_steps = make_train_steps(train.make_train_step(model, optimizer, train.make_loss_fn()))
     x, y = learnable()
     bad_x, _ = learnable(overflow=True)
     x[BATCH:2 * BATCH] = bad_x[:BATCH]  # the second batch overflows
@@ -170,7 +177,7 @@ def test_train_step_loss_is_cross_entropy_plus_l2_and_metrics_accumulate():
     keras.utils.set_random_seed(1)
     model = build_twinnet("fc16", l2=l2)
     metrics = train.EpochMetrics("train")
-    step = train.make_train_step(model, train.make_optimizer("sgd", 0.01),
+    step = train.make_train_step(model, make_optimizer("sgd", 0.01),
                                  train.make_loss_fn(), metrics)
     x, y = learnable(24)
     logits = model(x).numpy().astype(np.float64)
@@ -197,7 +204,7 @@ def test_custom_loop_event_files(tmp_path):
     assert steps(tr, "batch_loss") == list(range(1, 2 * STEPS + 1))
     assert steps(tr, "epoch_loss") == steps(val, "epoch_accuracy") == [0, 1]
     lr = tf.make_ndarray(tr.Tensors("epoch_learning_rate")[0].tensor_proto)
-    assert float(lr) == pytest.approx(train.DEFAULT_LR["adam"])
+    assert float(lr) == pytest.approx(DEFAULT_LR["adam"])
 
     histograms = plugin_tags(tr, "histograms")
     assert histograms == {v.path for v in model.weights}
@@ -207,7 +214,7 @@ def test_custom_loop_event_files(tmp_path):
     (image_tag,) = plugin_tags(val, "images")
     for event in val.Tensors(image_tag):
         width, height, *pngs = tf.make_ndarray(event.tensor_proto)
-        assert len(pngs) == train.MISCLASSIFIED_SHOWN
+        assert len(pngs) == MISCLASSIFIED_SHOWN
         assert tf.io.decode_png(pngs[0]).shape == (int(height), int(width), 3)
 
     assert graph_events(tmp_path / "train") == 1
@@ -221,7 +228,7 @@ def test_custom_loop_event_files(tmp_path):
 def test_label_digits_shows_each_digit_under_a_caption():
     images = np.zeros((3, 784), np.float32)
     images[:, 300:310] = 1.0
-    out = train.label_digits(images, [1, 2, 3], [7, 7, 7], scale=4)
+    out = label_digits(images, [1, 2, 3], [7, 7, 7], scale=4)
     assert out.shape == (3, 28 * 4 + 14, 28 * 4, 3) and out.dtype == np.uint8
     digit = out[0, 14:, :, 0]
     np.testing.assert_array_equal(digit, np.kron(images[0].reshape(28, 28) * 255,
@@ -253,8 +260,8 @@ def test_interrupt_then_resume_ends_at_requested_epoch_with_continuous_steps(tmp
 def test_resume_restores_weights_and_optimizer_state(tmp_path):
     model, _ = run_custom(tmp_path, epochs=2)
     restored = build_twinnet("fc16")
-    optimizer = train.make_optimizer("adam")
-    ckpts = train.Checkpoints(restored, optimizer, tmp_path / "checkpoints")
+    optimizer = make_optimizer("adam")
+    ckpts = Checkpoints(restored, optimizer, tmp_path / "checkpoints")
     assert ckpts.restore() == 2
     assert ckpts.step == 2 * STEPS
     for a, b in zip(model.weights, restored.weights):
@@ -272,7 +279,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
     assert not np.isfinite(bad["bad_loss"])
     assert bad["checkpoint"] == good["checkpoint"]
     restored = build_twinnet("fc16") if run is run_custom else build_sequential("fc16")
-    ckpts = train.Checkpoints(restored, train.make_optimizer("adam"), tmp_path / "checkpoints")
+    ckpts = Checkpoints(restored, make_optimizer("adam"), tmp_path / "checkpoints")
     assert ckpts.restore() == 1
     assert all(np.isfinite(v.numpy()).all() for v in restored.weights)
 
@@ -283,7 +290,7 @@ def test_fit_loop_events_checkpoints_and_resume(tmp_path):
     _, second = run_fit(tmp_path, epochs=3, resume=True)
     assert [e["epoch"] for e in second["epochs"]] == [3]
     assert second["step"] == 3 * STEPS
-    assert all(e["seconds"] > 0 for e in first["epochs"] + second["epochs"])
+    assert second["seconds_per_epoch"] == second["epochs"][0]["seconds"]  # this call's epoch
     tr, val = accumulator(tmp_path / "train"), accumulator(tmp_path / "validation")
     assert steps(tr, "epoch_loss") == steps(val, "epoch_loss") == [0, 1, 2]
     histograms = plugin_tags(tr, "histograms")
@@ -299,7 +306,7 @@ def test_fit_loop_interrupt_saves_a_checkpoint(tmp_path, monkeypatch):
     _, result = run_fit(tmp_path, epochs=3)
     assert result["status"] == "interrupted" and result["epoch"] == 2
     assert result["step"] == 9
-    ckpts = train.Checkpoints(build_sequential("fc16"), train.make_optimizer("adam"),
+    ckpts = Checkpoints(build_sequential("fc16"), make_optimizer("adam"),
                               tmp_path / "checkpoints")
     assert ckpts.restore() == 1 and ckpts.step == 9
 
@@ -312,12 +319,7 @@ def fake_mnist(tmp_path_factory):
     return write_idx_folder(tmp_path_factory.mktemp("fake-mnist"), n_train=5200, n_test=40)
 
 
-def cli(*args):
-    """Run the train CLI in-process as `python -m` would; returns the exit code."""
-    try:
-        return run_cli(lambda: train.main([str(a) for a in args]))
-    except SystemExit as exit_:
-        return exit_.code
+cli = partial(run_command, train_cli.main)  # `python -m keras_impl.train ...` -> exit code
 
 
 def quick_args(data_dir, logdir, *extra):
@@ -334,7 +336,8 @@ def test_cli_trains_saves_and_resumes(tmp_path, capsys, fake_mnist, loop):
     assert f"tensorboard --logdir {logdir}" in out
     result = json.loads(summary.read_text())
     assert [e["epoch"] for e in result["epochs"]] == [1, 2]
-    assert all(e["seconds"] > 0 for e in result["epochs"]) and result["seconds_per_epoch"] > 0
+    assert result["seconds_per_epoch"] == pytest.approx(np.mean([e["seconds"]
+                                                                 for e in result["epochs"]]))
     assert result["config"]["loop"] == loop and result["step"] == 2 * 4
     for path in result["saved"].values():
         assert Path(path).is_file() and Path(path).parent == logdir
@@ -362,6 +365,22 @@ def test_cli_refuses_to_mix_runs(tmp_path, capsys, fake_mnist):
         assert err.startswith("error: ") and message in err and "\n" not in err
 
 
+def test_cli_sgd_momentum_is_trained_with_and_checked_on_resume(tmp_path, capsys, fake_mnist):
+    logdir = tmp_path / "run"
+    sgd = ("--optimizer", "sgd", "--lr", 0.05, "--nesterov")
+    assert cli(*quick_args(fake_mnist, logdir, "--epochs", 1, *sgd, "--momentum", 0.9)) == 0
+    config = json.loads((logdir / "run.json").read_text())
+    assert (config["optimizer"], config["momentum"], config["nesterov"]) == ("sgd", 0.9, True)
+    optimizer = make_optimizer("sgd", 0.05, momentum=0.9, nesterov=True)
+    Checkpoints(build_twinnet("fc8"), optimizer, logdir / "checkpoints").restore()
+    velocities = [v for v in optimizer.variables if "momentum" in v.path]
+    assert velocities and all(np.any(v.numpy() != 0) for v in velocities)
+    capsys.readouterr()
+    assert cli(*quick_args(fake_mnist, logdir, "--epochs", 2, *sgd, "--momentum", 0.5,
+                           "--resume")) == 2
+    assert "was trained with --momentum 0.9, not 0.5" in capsys.readouterr().err
+
+
 def test_cli_schedule_smoothing_augment(tmp_path, capsys, fake_mnist):
     """The learning rate follows the cosine schedule epoch by epoch, and a resumed run
     must keep the schedule's length and the other new options."""
@@ -387,18 +406,24 @@ def test_cli_schedule_smoothing_augment(tmp_path, capsys, fake_mnist):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "fc0"], "--model: unknown model 'fc0'"),
-    (["--model", "fc8", "--epochs", "0"], "--epochs must be at least 1"),
-    (["--model", "fc8", "--lr", "-0.1"], "--lr must be a positive number"),
-    (["--model", "fc8", "--lr", "nan"], "--lr must be a positive number"),
-    (["--model", "fc8", "--l2", "-1"], "--l2 must be a number >= 0"),
+    (["--model", "fc0"], "argument --model: unknown model 'fc0'"),
+    (["--model", "fc8", "--epochs", "0"], "argument --epochs: must be a positive integer, got '0'"),
+    (["--model", "fc8", "--lr", "-0.1"], "argument --lr: must be a positive number, got '-0.1'"),
+    (["--model", "fc8", "--lr", "nan"], "argument --lr: must be a positive number, got 'nan'"),
+    (["--model", "fc8", "--l2", "-1"], "argument --l2: must be a number >= 0, got '-1'"),
     (["--model", "fc8", "--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
-    (["--model", "fc8", "--batch-size", "many"], "invalid int value: 'many'"),
+    (["--model", "fc8", "--batch-size", "many"],
+     "argument --batch-size: must be a positive integer, got 'many'"),
     (["--epochs", "1"], "the following arguments are required: --model"),
-    (["--model", "fc8", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
-    (["--model", "fc8", "--warmup-epochs", "1"], "--warmup-epochs applies to --schedule cosine"),
+    (["--model", "fc8", "--label-smoothing", "1"],
+     "argument --label-smoothing: must be a number in [0, 1), got '1'"),
+    (["--model", "fc8", "--momentum", "0.9"],
+     "--momentum and --nesterov apply to --optimizer sgd only"),
+    (["--model", "fc8", "--optimizer", "sgd", "--nesterov"], "--nesterov needs --momentum > 0"),
+    (["--model", "fc8", "--warmup-epochs", "1"],
+     "--warmup-epochs needs --schedule cosine and must be below --epochs"),
     (["--model", "fc8", "--schedule", "cosine", "--epochs", "2", "--warmup-epochs", "2"],
-     "--warmup-epochs must be >= 0 and below --epochs"),
+     "--warmup-epochs needs --schedule cosine and must be below --epochs"),
 ])
 def test_cli_bad_arguments(capsys, args, message):
     assert cli(*args) == 2
@@ -435,11 +460,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, fake_mnist):
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == train.EXIT_INTERRUPTED, err
+    assert proc.returncode == train_cli.EXIT_INTERRUPTED, err
     assert "Traceback" not in out + err
     assert "interrupted in epoch" in err and "--resume" in err
 
-    ckpts = train.Checkpoints(build_twinnet("fc8"), train.make_optimizer("adam"),
+    ckpts = Checkpoints(build_twinnet("fc8"), make_optimizer("adam"),
                               logdir / "checkpoints")
     done, step = ckpts.restore(), ckpts.step
     assert done >= 1 and step >= done * 4
@@ -477,7 +502,7 @@ def test_step_functions_take_the_model_dtype():
         keras.config.set_dtype_policy(previous[0])
         keras.config.set_floatx(previous[1])
     assert model.compute_dtype == "float64"
-    step = train.make_train_step(model, train.make_optimizer("sgd", 0.01), loss_fn)
+    step = train.make_train_step(model, make_optimizer("sgd", 0.01), loss_fn)
     x, y = learnable(8)
     loss = step(tf.constant(x, tf.float64), tf.constant(y))
     assert loss.dtype == tf.float64

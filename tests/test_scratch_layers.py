@@ -1,5 +1,6 @@
-"""scratch.layers and scratch.losses: analytic gradients against central differences,
-the vectorised conv/pool against the naive loops, and TensorFlow's conventions.
+"""scratch.layers (the readable pairs), scratch.layer_classes and scratch.losses: analytic
+gradients against central differences, the definitions as naive loops, and TensorFlow's
+conventions. (scratch.fast_layers against these: tests/test_fast_layers.py.)
 
 Gradient checks run in float64 with h = 1e-5 and require the largest elementwise
 relative error |a - b| / max(|a|, |b|, 1e-12) to be below GRAD_TOLERANCE = 1e-7.
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 
 from scratch import layers as L
-from scratch import reference
 from scratch.gradcheck import grad_rel_error, numeric_gradient
+from scratch.layer_classes import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,
+                                   MaxPool2D, ReLU)
 from scratch.losses import l2_penalty, softmax_cross_entropy
 
 GRAD_TOLERANCE = 1e-7
@@ -49,6 +51,70 @@ def assert_small(errors):
     assert max(errors.values()) < GRAD_TOLERANCE, errors
 
 
+# --- the definitions, one output value at a time (independent of scratch.layers) -----
+
+
+def conv2d_naive(x, kernel, bias, padding="valid"):
+    """out[n, i, j, f] = bias[f] + sum_{a, b, c} xp[n, i+a, j+b, c] * kernel[a, b, c, f]."""
+    kh, kw, _, f = kernel.shape
+    if padding == "same":
+        x = np.pad(x, ((0, 0), L.same_padding(kh), L.same_padding(kw), (0, 0)))
+    n, h, w, _ = x.shape
+    out = np.zeros((n, h - kh + 1, w - kw + 1, f), dtype=x.dtype)
+    for s, i, j, k in np.ndindex(out.shape):
+        out[s, i, j, k] = np.sum(x[s, i:i + kh, j:j + kw, :] * kernel[:, :, :, k]) + bias[k]
+    return out
+
+
+def maxpool2d_backward_naive(dout, x, p):
+    """dx: each window's gradient to its first maximum, found by scanning the window."""
+    dx = np.zeros_like(x)
+    for s, i, j, c in np.ndindex(dout.shape):
+        window = x[s, i * p:(i + 1) * p, j * p:(j + 1) * p, c]
+        best = (0, 0)
+        for a, b in np.ndindex(p, p):  # row-major; a later tie never wins
+            if window[a, b] > window[best]:
+                best = (a, b)
+        dx[s, i * p + best[0], j * p + best[1], c] += dout[s, i, j, c]
+    return dx
+
+
+def batchnorm_naive(x, gamma, beta, epsilon=1e-3):
+    """Training mode one channel at a time, Ioffe & Szegedy's Algorithm 1."""
+    out = np.empty_like(x)
+    for c in range(x.shape[-1]):
+        values = x[..., c]
+        mean = values.sum() / values.size
+        var = ((values - mean) ** 2).sum() / values.size
+        out[..., c] = gamma[c] * (values - mean) / np.sqrt(var + epsilon) + beta[c]
+    return out
+
+
+def batchnorm_backward_naive(dout, x, gamma, epsilon=1e-3):
+    """(dx, dgamma, dbeta) of batchnorm_naive, backpropagated one node of the computational
+    graph at a time (mean -> centred -> variance -> std -> xhat -> out)."""
+    dx = np.empty_like(x)
+    dgamma, dbeta = np.empty(x.shape[-1]), np.empty(x.shape[-1])
+    for c in range(x.shape[-1]):
+        values, grad = x[..., c], dout[..., c]
+        m = values.size
+        mean = values.sum() / m
+        centred = values - mean
+        var = (centred ** 2).sum() / m
+        std = np.sqrt(var + epsilon)
+        xhat = centred / std
+        dbeta[c] = grad.sum()
+        dgamma[c] = (grad * xhat).sum()
+        dxhat = grad * gamma[c]
+        dcentred = dxhat / std  # xhat = centred / std, through the numerator
+        dstd = -(dxhat * centred).sum() / std ** 2  # ... and through the denominator
+        dvar = dstd / (2 * std)  # std = sqrt(var + epsilon)
+        dcentred += dvar * 2 * centred / m  # var = sum(centred**2) / m
+        dmean = -dcentred.sum()  # centred = values - mean
+        dx[..., c] = dcentred + dmean / m  # mean = sum(values) / m
+    return dx, dgamma, dbeta
+
+
 # --- gradients vs central differences ----------------------------------------------
 
 
@@ -72,6 +138,7 @@ def test_relu_gradient_away_from_zero():
 def test_relu_gradient_is_zero_at_zero_like_tensorflow():
     x = np.array([-1.0, 0.0, 2.0])
     out, cache = L.relu_forward(x)
+    assert out.tolist() == [0.0, 0.0, 2.0] and x.tolist() == [-1.0, 0.0, 2.0]  # x untouched
     assert np.array_equal(L.relu_backward(np.ones(3), cache)["x"], [0.0, 0.0, 1.0])
 
 
@@ -111,16 +178,36 @@ def test_conv2d_gradients(kernel_size, padding):
     errors = check_layer(
         lambda x, kernel, bias: L.conv2d_forward(x, {"kernel": kernel, "bias": bias}, padding),
         L.conv2d_backward, inputs)
+    assert set(errors) == {"x", "kernel", "bias"}
     assert_small(errors)
 
 
-@pytest.mark.parametrize("pool_size, shape", [(2, (2, 4, 6, 3)), (2, (2, 5, 7, 2)),
-                                              (3, (1, 7, 6, 2)), (1, (1, 3, 3, 2))])
+POOL_CASES = [(2, (2, 4, 6, 3)), (2, (2, 5, 7, 2)), (3, (1, 7, 6, 2)), (1, (1, 3, 3, 2))]
+
+
+@pytest.mark.parametrize("pool_size, shape", POOL_CASES)
 def test_maxpool2d_gradients_without_ties(pool_size, shape):
     rng = np.random.default_rng(pool_size)
     errors = check_layer(lambda x: L.maxpool2d_forward(x, pool_size), L.maxpool2d_backward,
                          {"x": distinct(rng, *shape)})
     assert_small(errors)
+
+
+@pytest.mark.parametrize("pool_size, shape", POOL_CASES)
+def test_avgpool2d_gradients(pool_size, shape):
+    rng = np.random.default_rng(pool_size)
+    errors = check_layer(lambda x: L.avgpool2d_forward(x, pool_size), L.avgpool2d_backward,
+                         {"x": rand(rng, *shape)})
+    assert_small(errors)
+
+
+def test_avgpool2d_is_the_window_mean_and_drops_leftovers():
+    x = np.arange(1.0, 26.0).reshape(1, 5, 5, 1)
+    out, cache = L.avgpool2d_forward(x, 2)
+    assert out.reshape(2, 2).tolist() == [[4.0, 6.0], [14.0, 16.0]]  # (1+2+6+7)/4, ...
+    dx = L.avgpool2d_backward(np.array([4.0, 8.0, 12.0, 16.0]).reshape(1, 2, 2, 1), cache)["x"]
+    assert dx.reshape(5, 5).tolist() == [[1, 1, 2, 2, 0], [1, 1, 2, 2, 0], [3, 3, 4, 4, 0],
+                                         [3, 3, 4, 4, 0], [0, 0, 0, 0, 0]]
 
 
 def batchnorm_inputs(rng, shape):
@@ -155,32 +242,33 @@ def test_batchnorm_check_catches_a_backward_that_ignores_the_batch_statistics():
         return L.batchnorm_forward(x, {"gamma": gamma, "beta": beta, **moving}, True)
 
     def backward_as_if_constant(dout, cache):  # the classic mistake: inference's formula
-        xhat, gamma, rstd, _ = cache
-        return L.batchnorm_backward(dout, (xhat, gamma, rstd, None))
+        xhat, gamma, std, _ = cache
+        return L.batchnorm_backward(dout, (xhat, gamma, std, None))
 
     assert check_layer(forward, backward_as_if_constant, inputs)["x"] > 1e-2
 
 
 @pytest.mark.parametrize("shape", [(7, 4), (3, 4, 5, 2)])
 def test_batchnorm_matches_the_textbook_steps(shape):
-    """The closed-form backward against node-by-node backpropagation (scratch.reference)."""
+    """The closed-form backward against node-by-node backpropagation."""
     rng = np.random.default_rng(20)
     inputs, moving = batchnorm_inputs(rng, shape)
     x, gamma, beta = inputs["x"], inputs["gamma"], inputs["beta"]
     out, cache = L.batchnorm_forward(x, {"gamma": gamma, "beta": beta, **moving}, True)
-    np.testing.assert_allclose(out, reference.batchnorm_naive(x, gamma, beta),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, batchnorm_naive(x, gamma, beta), rtol=1e-12, atol=1e-12)
     dout = rand(rng, *shape)
     grads = L.batchnorm_backward(dout, cache)
-    dx, dgamma, dbeta = reference.batchnorm_backward_naive(dout, x, gamma)
+    dx, dgamma, dbeta = batchnorm_backward_naive(dout, x, gamma)
     for ours, steps in ((grads["x"], dx), (grads["gamma"], dgamma), (grads["beta"], dbeta)):
         np.testing.assert_allclose(ours, steps, rtol=1e-10, atol=1e-12)
 
 
-def test_batchnorm_statistics_and_moving_average_like_keras():
+@pytest.mark.parametrize("fast", [True, False])
+def test_batchnorm_statistics_and_moving_average_like_keras(fast):
     # One channel of 0, 1, 2, 3: mean 1.5, biased variance 1.25 (unbiased would be 5/3).
     x = np.array([0.0, 1.0, 2.0, 3.0]).reshape(4, 1)
-    layer = L.BatchNorm(1, np.float64)
+    layer = BatchNorm(1, np.float64)
+    layer.fast = fast
     out = layer.forward(x, training=True)
     np.testing.assert_allclose(out.ravel(), (x.ravel() - 1.5) / np.sqrt(1.25 + 1e-3), rtol=1e-14)
     # moving = moving * 0.99 + batch * 0.01, from the initial mean 0 and variance 1
@@ -195,9 +283,11 @@ def test_batchnorm_statistics_and_moving_average_like_keras():
         assert np.array_equal(value, moved[key]), key
 
 
-def test_batchnorm_layer_grads_are_for_gamma_and_beta_only():
+@pytest.mark.parametrize("fast", [True, False])
+def test_batchnorm_layer_grads_are_for_gamma_and_beta_only(fast):
     rng = np.random.default_rng(21)
-    layer = L.BatchNorm(3, np.float32)
+    layer = BatchNorm(3, np.float32)
+    layer.fast = fast
     assert {k: (v.dtype, v.tolist()) for k, v in layer.params.items()} == {
         "gamma": (np.float32, [1, 1, 1]), "beta": (np.float32, [0, 0, 0]),
         "moving_mean": (np.float32, [0, 0, 0]), "moving_variance": (np.float32, [1, 1, 1])}
@@ -209,15 +299,6 @@ def test_batchnorm_layer_grads_are_for_gamma_and_beta_only():
     assert dx.dtype == np.float32 and dx.shape == x.shape
     assert set(layer.grads) == {"gamma", "beta"}
     assert all(g.dtype == np.float32 and g.shape == (3,) for g in layer.grads.values())
-
-
-def test_standalone_relu_can_leave_its_work_to_the_next_pooling_layer():
-    x = np.array([[-1.0, 2.0]])
-    relu = L.ReLU()
-    assert relu.forward(x).tolist() == [[0.0, 2.0]]
-    assert relu.backward(np.ones((1, 2))).tolist() == [[0.0, 1.0]]
-    relu.relu_in_next_layer = True
-    assert relu.forward(x) is x and relu.backward(x) is x
 
 
 def test_softmax_cross_entropy_gradient():
@@ -260,60 +341,33 @@ def test_l2_penalty_matches_keras_definition_and_gradient():
     assert grad_rel_error(grad, numeric) < GRAD_TOLERANCE
 
 
-# --- vectorised == naive loops --------------------------------------------------------
+# --- the readable layers against their definitions -----------------------------------
 
 
 @pytest.mark.parametrize("kernel_size", [1, 2, 3, 5])
 @pytest.mark.parametrize("padding", ["valid", "same"])
-@pytest.mark.parametrize("channels", [1, 3])  # im2col copies a single channel differently
-def test_conv2d_matches_naive_loops(kernel_size, padding, channels):
+def test_conv2d_matches_the_definition(kernel_size, padding):
     rng = np.random.default_rng(10 + kernel_size)
-    x = rand(rng, 2, 7, 6, channels)
-    kernel, bias = rand(rng, kernel_size, kernel_size, channels, 4), rand(rng, 4)
-    out, cache = L.conv2d_forward(x, {"kernel": kernel, "bias": bias}, padding)
-    np.testing.assert_allclose(out, reference.conv2d_naive(x, kernel, bias, padding),
+    x = rand(rng, 2, 7, 6, 3)
+    kernel, bias = rand(rng, kernel_size, kernel_size, 3, 4), rand(rng, 4)
+    out, _ = L.conv2d_forward(x, {"kernel": kernel, "bias": bias}, padding)
+    np.testing.assert_allclose(out, conv2d_naive(x, kernel, bias, padding),
                                rtol=1e-12, atol=1e-12)
-    dout = rand(rng, *out.shape)
-    grads = L.conv2d_backward(dout, cache)
-    dx, dkernel, dbias = reference.conv2d_backward_naive(dout, x, kernel, padding)
-    for ours, loops in ((grads["x"], dx), (grads["kernel"], dkernel), (grads["bias"], dbias)):
-        np.testing.assert_allclose(ours, loops, rtol=1e-12, atol=1e-12)
-
-
-def test_col2im_is_the_adjoint_of_im2col():
-    """<im2col(x), G> == <x, col2im(G)> for every x and G: col2im is im2col transposed."""
-    rng = np.random.default_rng(12)
-    x = rand(rng, 2, 6, 7, 3)
-    cols = L.im2col(x, 3, 2)
-    assert cols.shape == (2 * 4 * 6, 3 * 2 * 3)
-    assert np.array_equal(cols[7], x[0, 1:4, 1:3, :].reshape(-1))  # row 7: patch at (1, 1)
-    g = rand(rng, *cols.shape)
-    assert np.sum(cols * g) == pytest.approx(np.sum(x * L.col2im(g, x.shape, 3, 2)), rel=1e-12)
 
 
 @pytest.mark.parametrize("pool_size, shape", [(2, (3, 6, 8, 4)), (2, (2, 7, 5, 3)),
                                               (3, (2, 8, 7, 2)), (4, (1, 9, 9, 1))])
-def test_maxpool2d_matches_naive_loops_with_ties(pool_size, shape):
+def test_maxpool2d_with_ties_gives_the_first_maximum_the_gradient(pool_size, shape):
     rng = np.random.default_rng(pool_size)
     x = rng.integers(0, 3, shape).astype(np.float64)  # many ties, as after a ReLU
     out, cache = L.maxpool2d_forward(x, pool_size)
-    assert np.array_equal(out, reference.maxpool2d_naive(x, pool_size))
+    ho, wo = shape[1] // pool_size, shape[2] // pool_size
+    windows = x[:, :ho * pool_size, :wo * pool_size].reshape(
+        shape[0], ho, pool_size, wo, pool_size, shape[3])
+    assert np.array_equal(out, windows.max(axis=(2, 4)))
     dout = rand(rng, *out.shape)
     dx = L.maxpool2d_backward(dout, cache)["x"]
-    assert np.array_equal(dx, reference.maxpool2d_backward_naive(dout, x, pool_size))
-
-
-@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (2, 7, 5, 2)])
-def test_maxpool2d_with_fused_relu_equals_relu_then_pool_exactly(shape):
-    rng = np.random.default_rng(13)
-    x = rng.integers(-2, 3, shape).astype(np.float64)  # negatives, zeros and ties
-    relu_out, relu_cache = L.relu_forward(x)
-    pooled, pool_cache = L.maxpool2d_forward(relu_out, 2)
-    fused, fused_cache = L.maxpool2d_forward(x, 2, relu=True)
-    assert np.array_equal(fused, pooled)
-    dout = rand(rng, *pooled.shape)
-    two_steps = L.relu_backward(L.maxpool2d_backward(dout, pool_cache)["x"], relu_cache)["x"]
-    assert np.array_equal(L.maxpool2d_backward(dout, fused_cache)["x"], two_steps)
+    assert np.array_equal(dx, maxpool2d_backward_naive(dout, x, pool_size))
 
 
 def test_maxpool2d_gradient_goes_to_the_first_maximum_only():
@@ -366,12 +420,15 @@ def test_conv2d_rejects_wrong_channel_count_and_padding():
 # --- layer classes ----------------------------------------------------------------
 
 
-def test_layer_classes_fill_grads_and_never_touch_params():
+@pytest.mark.parametrize("fast", [True, False])
+def test_layer_classes_fill_grads_and_never_touch_params(fast):
     rng = np.random.default_rng(7)
-    conv = L.Conv2D(rand(rng, 3, 3, 2, 4), rand(rng, 4), "same", "relu", name="conv2d_0")
-    dense = L.Dense(rand(rng, 36, 5), rand(rng, 5), None, name="dense_3")
-    stack = [conv, L.MaxPool2D(2), L.Flatten(), L.Dropout(0.5, np.random.default_rng(0)), dense,
-             L.ReLU()]
+    conv = Conv2D(rand(rng, 3, 3, 2, 4), rand(rng, 4), "same", "relu", name="conv2d_0")
+    dense = Dense(rand(rng, 9, 5), rand(rng, 5), None, name="dense_4")
+    stack = [conv, MaxPool2D(2), AvgPool2D(1), Flatten(), Dropout(0.5, np.random.default_rng(0)),
+             Dense(rand(rng, 36, 9), rand(rng, 9), "relu"), dense, ReLU()]
+    for layer in stack:
+        layer.fast = fast
     before = [{k: v.copy() for k, v in layer.params.items()} for layer in stack]
     x = rand(rng, 2, 6, 6, 2)
     out = x
@@ -388,14 +445,20 @@ def test_layer_classes_fill_grads_and_never_touch_params():
             assert np.array_equal(layer.params[key], saved[key])
             assert layer.grads[key].shape == saved[key].shape
     # the class's ReLU matches the functional pieces
-    pre, cache = L.conv2d_forward(x, conv.params, "same")
-    np.testing.assert_array_equal(conv.forward(x), np.maximum(pre, 0))
+    pre, _ = L.conv2d_forward(x, conv.params, "same")
+    np.testing.assert_allclose(conv.forward(x), np.maximum(pre, 0), rtol=1e-12, atol=1e-12)
 
 
-def test_dense_backward_can_skip_the_input_gradient():
-    rng = np.random.default_rng(8)
-    _, cache = L.dense_forward(rand(rng, 3, 4), {"kernel": rand(rng, 4, 2), "bias": rand(rng, 2)})
-    assert set(L.dense_backward(rand(rng, 3, 2), cache, input_grad=False)) == {"kernel", "bias"}
+def test_standalone_relu_leaves_its_work_to_the_next_pooling_layer_only_when_fast():
+    x = np.array([[-1.0, 2.0]])
+    relu = ReLU()
+    assert relu.forward(x).tolist() == [[0.0, 2.0]]
+    assert relu.backward(np.ones((1, 2))).tolist() == [[0.0, 1.0]]
+    assert x.tolist() == [[-1.0, 2.0]]  # never in place: x may be another layer's cache
+    relu.relu_in_next_layer = True
+    assert relu.forward(x) is x and relu.backward(x) is x
+    relu.fast = False
+    assert relu.forward(x).tolist() == [[0.0, 2.0]]
 
 
 def test_grad_rel_error_definition():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from scratch.optim import SGD, Adam
+from scratch.optim import DEFAULT_LR, SGD, Adam, make_optimizer
 
 W0 = [1.0, -2.0]
 GRADS = [[0.5, 0.25], [0.5, 0.25], [-1.0, 0.5]]
@@ -78,23 +78,61 @@ def test_bad_hyperparameters(make):
         make()
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adam"])
+# (optimizer, lr, momentum, nesterov) as the command lines' flags give them
+SETTINGS = {"sgd": ("sgd", 0.1, 0.0, False), "momentum": ("sgd", 0.1, 0.9, False),
+            "nesterov": ("sgd", 0.1, 0.9, True), "adam": ("adam", 0.01, 0.0, False)}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
 def test_same_trajectory_as_keras(name):
-    """Ten float32 steps from the same weights and gradients: Keras's variables and ours
-    are bit-for-bit equal (same operations in the same order, each rounded once)."""
+    """Ten float32 steps from the same weights and gradients, each side's optimizer from its
+    factory: Keras's variables and ours are bit-for-bit equal (same operations in the same
+    order, each rounded once)."""
     keras = pytest.importorskip("keras")
+    from keras_impl import optimizers
+
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((4, 3)).astype(np.float32)
     grads = rng.standard_normal((10, 4, 3)).astype(np.float32)
-    ours, keras_opt = {
-        "sgd": (SGD(0.1), keras.optimizers.SGD(0.1)),
-        "momentum": (SGD(0.1, 0.9), keras.optimizers.SGD(0.1, momentum=0.9)),
-        "nesterov": (SGD(0.1, 0.9, True), keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)),
-        "adam": (Adam(0.01), keras.optimizers.Adam(0.01)),
-    }[name]
+    ours, keras_opt = make_optimizer(*SETTINGS[name]), optimizers.make_optimizer(*SETTINGS[name])
     variable = keras.Variable(w0.copy())
     w, state = w0.copy(), None
     for g in grads:
         keras_opt.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
         w, state = ours.update(w, g, state)
         np.testing.assert_array_equal(w, np.asarray(variable.numpy()))
+    assert not np.array_equal(w, w0)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_default_learning_rates_are_keras_defaults_on_both_sides(name):
+    keras = pytest.importorskip("keras")
+    from keras_impl import optimizers
+
+    keras_own = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[name]()
+    assert DEFAULT_LR[name] == pytest.approx(float(keras_own.learning_rate), rel=1e-7)
+    assert make_optimizer(name).learning_rate == DEFAULT_LR[name]
+    assert float(optimizers.make_optimizer(name).learning_rate) == \
+        pytest.approx(DEFAULT_LR[name], rel=1e-7)
+
+
+def test_factories_pass_every_setting_on():
+    pytest.importorskip("keras")
+    from keras_impl import optimizers
+
+    assert make_optimizer("sgd", 0.2, 0.5, True) == SGD(0.2, 0.5, True)
+    config = optimizers.make_optimizer("sgd", 0.2, 0.5, True).get_config()
+    assert (config["momentum"], config["nesterov"]) == (0.5, True)
+    assert config["learning_rate"] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("args, message", [(("adam", None, 0.9), "apply to sgd only"),
+                                           (("adam", None, 0.0, True), "apply to sgd only"),
+                                           (("rmsprop",), "expected sgd or adam")])
+def test_factories_refuse_what_they_cannot_build(args, message):
+    pytest.importorskip("keras")
+    from keras_impl import optimizers
+
+    for factory in (make_optimizer, optimizers.make_optimizer):
+        with pytest.raises(ValueError, match=message):
+            factory(*args)

@@ -1,12 +1,12 @@
 """Label smoothing and the cosine learning-rate schedule, the same in both implementations."""
-import os
 
 import numpy as np
 import pytest
 
+from helpers import MNIST_DIR, needs_mnist
 from scratch.gradcheck import grad_rel_error, numeric_gradient
 from scratch.losses import softmax_cross_entropy
-from scratch.optim import SGD, Adam, CosineDecay
+from scratch.optim import CosineDecay, make_optimizer
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
@@ -35,7 +35,6 @@ def test_smoothed_cross_entropy_by_definition():
     target = np.full((5, 10), s / 10) + (1 - s) * np.eye(10)[labels]
     loss, _ = softmax_cross_entropy(logits, labels, s)
     assert loss == pytest.approx(np.mean(-(target * log_p).sum(axis=1)), rel=1e-12)
-    assert loss > softmax_cross_entropy(logits, labels)[0] - 1  # sanity: same scale
 
 
 def test_smoothing_out_of_range():
@@ -67,7 +66,7 @@ def test_cosine_schedule_shape():
 
 @pytest.mark.parametrize("warmup", [0, 7])
 def test_cosine_schedule_equals_keras(warmup):
-    from keras_impl.train import keras_schedule
+    from keras_impl.optimizers import keras_schedule
 
     ours = CosineDecay(0.003, decay_steps=40, warmup_steps=warmup, alpha=0.1)
     theirs = keras_schedule(ours)
@@ -80,19 +79,18 @@ def test_scheduled_trajectory_follows_keras(name):
     """Twelve float32 steps with the schedule on both sides (warmup, then decay): the
     weights agree to float32 rounding of the learning rate."""
     import keras
-    from keras_impl.train import make_optimizer
+    from keras_impl import optimizers
 
     rng = np.random.default_rng(3)
     w0 = rng.standard_normal((4, 3)).astype(np.float32)
     grads = rng.standard_normal((12, 4, 3)).astype(np.float32)
     schedule = CosineDecay(0.05, decay_steps=8, warmup_steps=4)
-    ours = SGD(0.05) if name == "sgd" else Adam(0.05)
-    keras_opt = make_optimizer(name, schedule=schedule)
+    keras_opt = optimizers.make_optimizer(name, schedule=schedule)
     variable = keras.Variable(w0.copy())
     w, state = w0.copy(), None
     for step, g in enumerate(grads):
         keras_opt.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
-        w, state = type(ours)(schedule(step)).update(w, g, state)
+        w, state = make_optimizer(name, schedule(step)).update(w, g, state)
         np.testing.assert_allclose(w, variable.numpy(), rtol=1e-5, atol=1e-6)
     assert not np.allclose(w, w0)
 
@@ -102,17 +100,18 @@ def test_bad_schedule():
         CosineDecay(0.1, decay_steps=0)
 
 
-@pytest.mark.skipif(not os.environ.get("MNIST_DIR"), reason="MNIST_DIR is not set")
+@needs_mnist
 def test_both_clis_seed_the_pipeline_alike():
-    """keras_impl.scratch_train seeds TensorFlow as keras_impl.train does (keras.utils.set_random_seed),
-    so the same --seed gives both the same shuffled, augmented batches."""
+    """keras_impl.scratch_train seeds TensorFlow as keras_impl.train does
+    (keras.utils.set_random_seed), so the same --seed gives both the same shuffled,
+    augmented batches."""
     import keras
     from keras_impl.augment import Augmentation
     from keras_impl.data import make_dataset, seed_tensorflow
 
     def first_batch():
         ds = make_dataset("train", 32, seed=5, limit=256, augment=Augmentation(),
-                          data_dir=os.environ["MNIST_DIR"])
+                          data_dir=MNIST_DIR)
         return next(ds.as_numpy_iterator())
 
     keras.utils.set_random_seed(5)

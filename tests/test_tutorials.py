@@ -12,6 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from helpers import MNIST_DIR, needs_mnist
+
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_from_scratch",
@@ -20,9 +22,6 @@ NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
-
-needs_mnist = pytest.mark.skipif(not os.environ.get("MNIST_DIR"),
-                                 reason="MNIST_DIR is not set: the notebooks read real MNIST")
 
 
 def read(name):
@@ -53,7 +52,7 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("TWINNET_FAST", "1")
-    monkeypatch.setenv("MNIST_DIR", str(Path(os.environ["MNIST_DIR"]).resolve()))
+    monkeypatch.setenv("MNIST_DIR", str(Path(MNIST_DIR).resolve()))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     # figures as display_data even where MPLBACKEND=Agg is set for headless runs

@@ -1,8 +1,9 @@
 """compare.py's machinery: the NumPy twin checked against the Keras twin.
 
-    layout      the one NumPy <-> Keras weight mapping (NHWC activations, HWIO kernels)
-    twin        a twin pair, gradient agreement, lockstep training
-    sidebyside  both twins trained on the same tf.data batches
-    gradtable   numeric vs NumPy vs TensorFlow gradients, one table
-    bench       seconds per epoch, GFLOP/s, input-pipeline share
+    layout        the one NumPy <-> Keras weight mapping (NHWC activations, HWIO kernels)
+    twin          a twin pair, gradient agreement, lockstep training
+    sidebyside    both twins trained on the same tf.data batches
+    gradtable     numeric vs NumPy vs TensorFlow gradients, one table
+    bench         seconds per epoch, GFLOP/s, input-pipeline share
+    scratch_loop  the NumPy model trained on the tf.data batches (keras_impl.scratch_train)
 """

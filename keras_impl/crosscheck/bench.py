@@ -27,7 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from keras_impl.data import make_dataset
 from keras_impl.model import build_sequential
-from keras_impl.train import STEPS_PER_CALL, make_train_steps
+from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
+from keras_impl.train import make_train_step
 from keras_impl.crosscheck.twin import optimizer_pair, twin_pair
 from scratch import zoo
 
@@ -133,7 +134,7 @@ def bench_model(name: str, fraction: float) -> dict:
         with threadpool_limits(limits=threads, user_api="blas"):
             numpy_seconds[threads] = time_loop(numpy_step, batches)
 
-    train_steps = make_train_steps(pair.keras_model, keras_opt, pair.loss_fn)
+    train_steps = make_train_steps(make_train_step(pair.keras_model, keras_opt, pair.loss_fn))
     # One batch again and again, straight from memory: the same compute, no pipeline.
     repeated = tf.data.Dataset.from_tensors(next(iter(batches))).repeat(len(batches))
     custom_times, repeated_times = [], []

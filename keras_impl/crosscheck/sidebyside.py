@@ -40,7 +40,8 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
     train = make_dataset("train", args.batch_size, seed=args.seed, **common)
     val = make_dataset("val", 1000, **{**common, "limit": None})
     test = make_dataset("test", 1000, **{**common, "limit": None})
-    keras_opt, numpy_opt = optimizer_pair(args.optimizer, args.lr)
+    keras_opt, numpy_opt = optimizer_pair(args.optimizer, args.lr, args.momentum,
+                                          args.nesterov)
     train_metrics, eval_metrics = EpochMetrics("train"), EpochMetrics("eval")
     train_step = make_train_step(pair.keras_model, keras_opt, pair.loss_fn, train_metrics)
     test_step = make_test_step(pair.keras_model, pair.loss_fn, eval_metrics)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_impl import optimizers
 from keras_impl.crosscheck import layout
 from keras_impl.model import build_twinnet
 from keras_impl.train import make_loss_fn
@@ -169,18 +170,15 @@ def gradient_agreement(pair: TwinPair, x, y, training: bool = True) -> GradientR
                           tuple(sorted(zeros)))
 
 
-def optimizer_pair(name: str, learning_rate: float, momentum: float = 0.0):
+def optimizer_pair(name: str, lr: float | None = None, momentum: float = 0.0,
+                   nesterov: bool = False):
     """(Keras optimizer, NumPy optimizer) with the same settings and update formulas."""
-    if name == "sgd":
-        return (keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
-                optim.SGD(learning_rate=learning_rate, momentum=momentum))
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate), optim.Adam(learning_rate)
-    raise ValueError(f"optimizer {name!r}: expected sgd or adam")
+    return (optimizers.make_optimizer(name, lr, momentum, nesterov),
+            optim.make_optimizer(name, lr, momentum, nesterov))
 
 
-def lockstep(pair: TwinPair, batches, optimizer: str, learning_rate: float, steps: int,
-             momentum: float = 0.0) -> tuple[list[float], list[float]]:
+def lockstep(pair: TwinPair, batches, optimizer: str, learning_rate: float | None, steps: int,
+             momentum: float = 0.0, nesterov: bool = False) -> tuple[list[float], list[float]]:
     """Train both models `steps` steps on the same batches; the loss of each before every step.
 
     Training-mode forward passes with dropout off (see `gradient_agreement`), so
@@ -188,7 +186,7 @@ def lockstep(pair: TwinPair, batches, optimizer: str, learning_rate: float, step
     `weight_differences` compares them afterwards. batches: iterable of numpy (x, y).
     Returns (numpy_losses, keras_losses).
     """
-    keras_opt, numpy_opt = optimizer_pair(optimizer, learning_rate, momentum)
+    keras_opt, numpy_opt = optimizer_pair(optimizer, learning_rate, momentum, nesterov)
     variables = pair.keras_model.trainable_variables
     numpy_losses, keras_losses = [], []
     for step, (x, y) in enumerate(batches):

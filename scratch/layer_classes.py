@@ -1,0 +1,239 @@
+"""Layer objects: `params` and `grads` dicts around the functional pairs, as a Keras
+layer holds its variables.
+
+    layer = Dense(kernel, bias, activation="relu", name="dense_1")
+    out = layer.forward(x, training=True)   # keeps what backward needs
+    dx = layer.backward(dout)               # fills layer.grads, returns dL/dx
+
+`params` and `grads` are keyed by Keras variable names ("kernel", "bias",
+"gamma", "beta"); `grads` has the keys of `params` less `non_trainable`.
+Nothing here ever changes a trained weight: backward only fills `grads`, the
+optimizer updates. (BatchNorm's moving statistics are not trained: its forward
+pass in training mode updates them, as Keras's does.)
+
+`fast` (default True) picks the functions: `scratch.fast_layers` where a fast
+twin exists, else the readable `scratch.layers`. Two further savings apply only
+when fast, set by the Model: `input_grad = False` on a network's first layer
+skips dL/dx, and a ReLU followed by max pooling is applied by the pooling layer,
+after the maxima (`relu_in_next_layer` on the ReLU's layer, `relu_after_pooling`
+on the pooling layer).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from scratch import fast_layers, layers
+
+
+class Layer:
+    """The common part: name, params, grads, cache, and the attributes the Model reads."""
+
+    regularized = False  # kernel takes part in the L2 penalty
+    non_trainable: tuple[str, ...] = ()  # params no optimizer touches, and with no grads
+
+    def __init__(self, name: str = ""):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.cache = None
+        self.fast = True
+        self.input_grad = True  # False (fast only): backward may skip dL/dx and return None
+
+    def __repr__(self):
+        shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.name}{': ' if shapes else ''}{shapes})"
+
+
+class _Affine(Layer):
+    """Shared code of Dense and Conv2D: an affine map with an optional ReLU."""
+
+    regularized = True
+
+    def __init__(self, kernel, bias, activation=None, name=""):
+        super().__init__(name)
+        if activation not in (None, "relu"):
+            raise ValueError(f"activation {activation!r}: expected None or 'relu'")
+        self.params = {"kernel": kernel, "bias": bias}
+        self.activation = activation
+        self.relu_in_next_layer = False
+        self.relu_cache = None
+
+    def _applies_relu(self):
+        return self.activation == "relu" and not (self.fast and self.relu_in_next_layer)
+
+    def forward(self, x, training=False):
+        out, self.cache = self._forward(x)
+        if self._applies_relu():  # the fast ReLU overwrites out: a fresh array of ours
+            relu_forward = fast_layers.relu_forward if self.fast else layers.relu_forward
+            out, self.relu_cache = relu_forward(out)
+        return out
+
+    def backward(self, dout):
+        if self._applies_relu():
+            dout = layers.relu_backward(dout, self.relu_cache)["x"]
+        grads = self._backward(dout)
+        dx = grads.pop("x", None)
+        self.grads = grads
+        return dx
+
+
+class Dense(_Affine):
+    """Dense layer: kernel (D, M), bias (M,), optional ReLU; x (N, D) -> (N, M)."""
+
+    def _forward(self, x):
+        return layers.dense_forward(x, self.params)
+
+    def _backward(self, dout):
+        if self.fast:
+            return fast_layers.dense_backward(dout, self.cache, self.input_grad)
+        return layers.dense_backward(dout, self.cache)
+
+
+class Conv2D(_Affine):
+    """Conv2D layer: kernel (KH, KW, C, F), bias (F,), stride 1, 'valid' or 'same',
+    optional ReLU; x (N, H, W, C) -> (N, Ho, Wo, F)."""
+
+    def __init__(self, kernel, bias, padding="valid", activation=None, name=""):
+        super().__init__(kernel, bias, activation, name)
+        self.padding = padding
+
+    def _forward(self, x):
+        if self.fast:
+            return fast_layers.conv2d_forward(x, self.params, self.padding)
+        return layers.conv2d_forward(x, self.params, self.padding)
+
+    def _backward(self, dout):
+        if self.fast:
+            return fast_layers.conv2d_backward(dout, self.cache, self.input_grad)
+        return layers.conv2d_backward(dout, self.cache)
+
+
+class MaxPool2D(Layer):
+    """Max pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C).
+
+    relu_after_pooling (fast only, set by the model together with the previous
+    layer's `relu_in_next_layer`): also apply that layer's ReLU, after pooling:
+    same numbers, a quarter of the ReLU's work in both passes.
+    """
+
+    def __init__(self, pool_size=2, name=""):
+        super().__init__(name)
+        self.pool_size = pool_size
+        self.relu_after_pooling = False
+
+    def forward(self, x, training=False):
+        if self.fast:
+            out, self.cache = fast_layers.maxpool2d_forward(x, self.pool_size,
+                                                            self.relu_after_pooling)
+        else:
+            out, self.cache = layers.maxpool2d_forward(x, self.pool_size)
+        return out
+
+    def backward(self, dout):
+        backward = fast_layers.maxpool2d_backward if self.fast else layers.maxpool2d_backward
+        return backward(dout, self.cache)["x"]
+
+
+class AvgPool2D(Layer):
+    """Average pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C)."""
+
+    def __init__(self, pool_size=2, name=""):
+        super().__init__(name)
+        self.pool_size = pool_size
+
+    def forward(self, x, training=False):
+        out, self.cache = layers.avgpool2d_forward(x, self.pool_size)
+        return out
+
+    def backward(self, dout):
+        return layers.avgpool2d_backward(dout, self.cache)["x"]
+
+
+class Flatten(Layer):
+    """(N, ...) -> (N, D); a no-op on already flat (N, D) input."""
+
+    def forward(self, x, training=False):
+        out, self.cache = layers.flatten_forward(x)
+        return out
+
+    def backward(self, dout):
+        return layers.flatten_backward(dout, self.cache)["x"]
+
+
+class ReLU(Layer):
+    """Standalone ReLU (Dense and Conv2D apply theirs themselves, like Keras).
+
+    relu_in_next_layer (fast only, set by the model): a following MaxPool2D
+    applies the ReLU and this layer passes values through.
+    """
+
+    activation = "relu"
+
+    def __init__(self, name=""):
+        super().__init__(name)
+        self.relu_in_next_layer = False
+
+    def _passes_through(self):
+        return self.fast and self.relu_in_next_layer
+
+    def forward(self, x, training=False):
+        if self._passes_through():
+            return x
+        out, self.cache = layers.relu_forward(x)  # not in place: x may be someone's cache
+        return out
+
+    def backward(self, dout):
+        if self._passes_through():
+            return dout
+        return layers.relu_backward(dout, self.cache)["x"]
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the last axis, keras.layers.BatchNormalization's defaults.
+
+    params: "gamma" (C,) ones and "beta" (C,) zeros, trained; "moving_mean" (C,)
+    zeros and "moving_variance" (C,) ones, non-trainable: every training-mode
+    forward moves them towards the batch's statistics (`moving_average_update`),
+    inference normalises with them. backward fills grads for gamma and beta only.
+    """
+
+    non_trainable = ("moving_mean", "moving_variance")
+
+    def __init__(self, channels, dtype=np.float32, name=""):
+        super().__init__(name)
+        self.params = {"gamma": np.ones(channels, dtype), "beta": np.zeros(channels, dtype),
+                       "moving_mean": np.zeros(channels, dtype),
+                       "moving_variance": np.ones(channels, dtype)}
+
+    def forward(self, x, training=False):
+        functions = fast_layers if self.fast else layers
+        out, self.cache = functions.batchnorm_forward(x, self.params, training)
+        if training:
+            batch_stats = self.cache[-1]
+            layers.moving_average_update(self.params, batch_stats)
+        return out
+
+    def backward(self, dout):
+        functions = fast_layers if self.fast else layers
+        grads = functions.batchnorm_backward(dout, self.cache)
+        dx = grads.pop("x")
+        self.grads = grads
+        return dx
+
+
+class Dropout(Layer):
+    """Inverted dropout with its own numpy Generator `rng` (seeded by the model)."""
+
+    def __init__(self, rate, rng, name=""):
+        super().__init__(name)
+        if not 0 <= rate < 1:
+            raise ValueError(f"dropout rate {rate}: expected 0 <= rate < 1")
+        self.rate = rate
+        self.rng = rng
+
+    def forward(self, x, training=False):
+        out, self.cache = layers.dropout_forward(x, self.rate, training, self.rng)
+        return out
+
+    def backward(self, dout):
+        return layers.dropout_backward(dout, self.cache)["x"]

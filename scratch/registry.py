@@ -1,0 +1,266 @@
+"""The layer registry: every layer kind declared once, for both implementations.
+
+A zoo architecture is a list of `LayerSpec`s; `KINDS[spec.kind]` is everything the
+project knows about that kind of layer:
+
+    output_shape(spec, shape)     its output shape for an input of `shape` (batch axis omitted)
+    param_shapes(spec, shape)     its trainable arrays, {"kernel": (3, 3, 1, 32), "bias": (32,)}
+    formula(spec, shape, params)  what the parameter tables print, "3*3*1*32 + 32 = 320"
+    make_numpy(spec, params, ctx) the NumPy layer object (scratch/layer_classes.py)
+    keras_class, keras_kwargs     the built-in Keras layer, keras.layers.<keras_class>(**kwargs)
+    regularizable                 its kernel takes the L2 penalty (unless spec.regularize is off)
+    piecewise_linear              has kinks where central differences are unreliable
+    keras_3_5_config_keys         the config keys Keras 3.5 writes for keras_class (the .h5 export)
+    flat_input                    needs (N, features) input, as dense does
+    example                       a small instance: the export's probe model has one of each
+
+`scratch.zoo` (parameter tables), `scratch.famous`, `scratch.model.build_model`,
+`keras_impl.model` and `keras_impl.export` all read this table, so a new kind is one
+entry here plus its forward/backward pair and layer class (see CONTRIBUTING.md). NumPy only: the
+Keras side is named by strings and built in keras_impl/model.py.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from scratch.layer_classes import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,
+                                   MaxPool2D, ReLU)
+
+NO_WEIGHTS = "0 (no weights)"
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a zoo architecture.
+
+    kind: a key of KINDS: "conv2d" (filters, kernel_size, padding, activation),
+          "maxpool2d" and "avgpool2d" (pool_size; stride = pool_size), "flatten",
+          "dense" (units, activation), "dropout" (rate), "batchnorm"
+          (per-channel batch normalisation, Keras's defaults), "relu".
+    activation: None (linear) or "relu"; the last dense layer is always linear
+    (it produces logits; softmax lives in the loss, or in the exported model).
+    regularize: whether L2 (when asked for) applies to this layer's kernel. It does for
+    hidden conv and dense layers, not for the output layer (as in Hinton's weight-decay
+    MLP): `zoo.logits()` sets it False.
+    """
+
+    kind: str
+    filters: int = 0
+    units: int = 0
+    kernel_size: int = 0
+    padding: str = "valid"
+    pool_size: int = 2
+    rate: float = 0.0
+    activation: str | None = None
+    regularize: bool = True
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a NumPy layer needs besides its spec and parameter shapes."""
+
+    name: str  # "<kind>_<i>", the Keras layer's name too
+    dtype: type
+    initializer: Callable  # initializer(init_rng, shape) -> kernel, e.g. glorot_uniform
+    init_rng: np.random.Generator  # the kernels' stream, drawn in layer order
+    rng: np.random.Generator  # dropout masks
+
+    def kernel(self, shape):
+        """A fresh kernel of `shape` in the model's dtype."""
+        return self.initializer(self.init_rng, shape).astype(self.dtype)
+
+    def zeros(self, shape):
+        """A zero bias of `shape` in the model's dtype."""
+        return np.zeros(shape, dtype=self.dtype)
+
+
+# --- shape and formula helpers ------------------------------------------------------------
+
+
+def same_shape(spec, shape):
+    return shape
+
+
+def no_params(spec, shape):
+    return {}
+
+
+def param_count(params: dict) -> int:
+    """How many numbers the arrays of `params` ({name: shape}) hold."""
+    return sum(math.prod(dims) for dims in params.values())
+
+
+def weights_formula(spec, shape, params):
+    """"3*3*1*32 + 32 = 320": each array's shape as a product, then the count."""
+    if not params:
+        return NO_WEIGHTS
+    terms = " + ".join("*".join(map(str, dims)) for dims in params.values())
+    return f"{terms} = {param_count(params):,}"
+
+
+def window_out(size, window, stride=1, padding="valid"):
+    """Output length along an axis of `size` of a `window` moved by `stride`: 'valid'
+    takes the windows that fit, 'same' pads so that there are ceil(size / stride)."""
+    if padding == "same":
+        return -(-size // stride)
+    if padding != "valid":
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    if window > size:
+        raise ValueError(f"window {window} is larger than the input size {size}")
+    return (size - window) // stride + 1
+
+
+def image(shape, kind):
+    """(h, w, c) of an image-shaped input; a one-line error for a flat one."""
+    if len(shape) != 3:
+        raise ValueError(f"{kind} needs an (h, w, channels) input, got shape {shape}")
+    return shape
+
+
+# --- per-kind shapes and formulas ----------------------------------------------------------
+
+
+def dense_params(spec, shape):
+    if len(shape) != 1:
+        raise ValueError(f"dense needs a flat input, got shape {shape} (add a flatten)")
+    return {"kernel": (shape[0], spec.units), "bias": (spec.units,)}
+
+
+def flatten_formula(spec, shape, params):
+    return "0 (" + "*".join(map(str, shape)) + f" = {math.prod(shape):,} values)"
+
+
+def conv2d_output(spec, shape):
+    h, w, _ = image(shape, "conv2d")
+    k, padding = spec.kernel_size, spec.padding
+    return window_out(h, k, padding=padding), window_out(w, k, padding=padding), spec.filters
+
+
+def conv2d_params(spec, shape):
+    k, cin = spec.kernel_size, image(shape, "conv2d")[2]
+    return {"kernel": (k, k, cin, spec.filters), "bias": (spec.filters,)}
+
+
+def pool_output(spec, shape):
+    h, w, c = image(shape, spec.kind)
+    p = spec.pool_size
+    return window_out(h, p, stride=p), window_out(w, p, stride=p), c
+
+
+def batchnorm_formula(spec, shape, params):
+    c = shape[-1]
+    return f"2*{c} trainable (+ 2*{c} moving stats)"
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """Everything about one kind of layer (see the module docstring)."""
+
+    name: str
+    example: LayerSpec
+    make_numpy: Callable
+    keras_class: str
+    keras_3_5_config_keys: tuple[str, ...]
+    keras_kwargs: Callable[[LayerSpec], dict] = lambda spec: {}
+    output_shape: Callable = same_shape
+    param_shapes: Callable = no_params
+    formula: Callable = weights_formula
+    regularizable: bool = False
+    piecewise_linear: bool = False
+    flat_input: bool = False  # needs (N, features) input, as dense does
+
+    def describe(self, spec: LayerSpec, shape: tuple) -> tuple[tuple, dict, str]:
+        """(output shape, trainable parameter shapes, formula) of `spec` on input `shape`."""
+        params = self.param_shapes(spec, shape)
+        return self.output_shape(spec, shape), params, self.formula(spec, shape, params)
+
+
+# --- the kinds, in the order of scratch/layers.py ---------------------------------------------
+# keras_3_5_config_keys: what Keras 3.5.0 writes for keras_class, printed by
+# `python -m keras_impl.export --print-config-keys` under it (CI checks them; see
+# CONTRIBUTING.md).
+POOLING_KEYS = ("data_format", "dtype", "name", "padding", "pool_size", "strides", "trainable")
+
+KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
+    LayerKind(
+        "dense", example=LayerSpec("dense", units=8, activation="relu"),
+        output_shape=lambda spec, shape: (spec.units,), param_shapes=dense_params,
+        make_numpy=lambda spec, p, ctx: Dense(ctx.kernel(p["kernel"]), ctx.zeros(p["bias"]),
+                                              spec.activation, name=ctx.name),
+        keras_class="Dense",
+        keras_kwargs=lambda spec: {"units": spec.units, "activation": spec.activation},
+        regularizable=True, flat_input=True,
+        keras_3_5_config_keys=(
+            "activation", "bias_constraint", "bias_initializer", "bias_regularizer", "dtype",
+            "kernel_constraint", "kernel_initializer", "kernel_regularizer", "name",
+            "trainable", "units", "use_bias")),
+    LayerKind(
+        "relu", example=LayerSpec("relu"),
+        make_numpy=lambda spec, p, ctx: ReLU(name=ctx.name),
+        keras_class="ReLU",
+        piecewise_linear=True,
+        keras_3_5_config_keys=("dtype", "max_value", "name", "negative_slope", "threshold",
+                               "trainable")),
+    LayerKind(
+        "flatten", example=LayerSpec("flatten"),
+        output_shape=lambda spec, shape: (math.prod(shape),), formula=flatten_formula,
+        make_numpy=lambda spec, p, ctx: Flatten(name=ctx.name),
+        keras_class="Flatten",
+        keras_3_5_config_keys=("data_format", "dtype", "name", "trainable")),
+    LayerKind(
+        "dropout", example=LayerSpec("dropout", rate=0.5),
+        make_numpy=lambda spec, p, ctx: Dropout(spec.rate, ctx.rng, name=ctx.name),
+        keras_class="Dropout", keras_kwargs=lambda spec: {"rate": spec.rate},
+        keras_3_5_config_keys=("dtype", "name", "noise_shape", "rate", "seed", "trainable")),
+    LayerKind(
+        "conv2d", example=LayerSpec("conv2d", filters=4, kernel_size=3, activation="relu"),
+        output_shape=conv2d_output, param_shapes=conv2d_params,
+        make_numpy=lambda spec, p, ctx: Conv2D(ctx.kernel(p["kernel"]), ctx.zeros(p["bias"]),
+                                               spec.padding, spec.activation, name=ctx.name),
+        keras_class="Conv2D",
+        keras_kwargs=lambda spec: {"filters": spec.filters, "kernel_size": spec.kernel_size,
+                                   "padding": spec.padding, "activation": spec.activation},
+        regularizable=True,
+        keras_3_5_config_keys=(
+            "activation", "activity_regularizer", "bias_constraint", "bias_initializer",
+            "bias_regularizer", "data_format", "dilation_rate", "dtype", "filters", "groups",
+            "kernel_constraint", "kernel_initializer", "kernel_regularizer", "kernel_size",
+            "name", "padding", "strides", "trainable", "use_bias")),
+    LayerKind(
+        "maxpool2d", example=LayerSpec("maxpool2d", pool_size=2),
+        output_shape=pool_output,
+        make_numpy=lambda spec, p, ctx: MaxPool2D(spec.pool_size, name=ctx.name),
+        keras_class="MaxPooling2D", keras_kwargs=lambda spec: {"pool_size": spec.pool_size},
+        piecewise_linear=True,
+        keras_3_5_config_keys=POOLING_KEYS),
+    LayerKind(
+        "avgpool2d", example=LayerSpec("avgpool2d", pool_size=2),
+        output_shape=pool_output,
+        make_numpy=lambda spec, p, ctx: AvgPool2D(spec.pool_size, name=ctx.name),
+        keras_class="AveragePooling2D", keras_kwargs=lambda spec: {"pool_size": spec.pool_size},
+        keras_3_5_config_keys=POOLING_KEYS),
+    LayerKind(
+        "batchnorm", example=LayerSpec("batchnorm"),
+        param_shapes=lambda spec, shape: {"gamma": shape[-1:], "beta": shape[-1:]},
+        formula=batchnorm_formula,
+        make_numpy=lambda spec, p, ctx: BatchNorm(p["gamma"][0], ctx.dtype, name=ctx.name),
+        keras_class="BatchNormalization",
+        keras_3_5_config_keys=(
+            "axis", "beta_constraint", "beta_initializer", "beta_regularizer", "center",
+            "dtype", "epsilon", "gamma_constraint", "gamma_initializer", "gamma_regularizer",
+            "momentum", "moving_mean_initializer", "moving_variance_initializer", "name",
+            "scale", "synchronized", "trainable")),
+]}
+
+
+def kind_of(spec: LayerSpec) -> LayerKind:
+    """The registry entry of `spec`, or a one-line ValueError naming the known kinds."""
+    try:
+        return KINDS[spec.kind]
+    except KeyError:
+        raise ValueError(f"unknown layer kind {spec.kind!r}: expected one of "
+                         f"{', '.join(KINDS)}") from None
