@@ -23,69 +23,14 @@ from rich.console import Console
 from rich.table import Table
 
 from keras_impl.data import add_data_dir_arg
-from scratch import famous, zoo
+from keras_impl.crosscheck.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
+                                          params_command, print_param_table)
+from scratch import zoo
 from scratch.cli import (add_optimizer_args, check_optimizer_args, nonnegative_int, positive_int,
                          write_json)
 
-DEFAULT_MODELS = ["fc128", "convnet"]
 COMMANDS = ("run", "params", "gradcheck", "bench")
 console = Console()
-
-
-class ComparisonError(Exception):
-    """The two implementations disagree where they must not (e.g. parameter counts)."""
-
-
-# --- 1. parameter tables -------------------------------------------------------
-
-
-def param_comparison(name: str) -> dict:
-    """Per-layer trainable counts of both implementations next to the zoo formula, and the
-    non-trainable ones (BatchNorm's moving mean and variance, which Keras's count_params()
-    includes); raises on mismatch."""
-    from keras_impl.crosscheck.layout import arch_layers
-    from keras_impl.model import build_twinnet
-    from scratch.model import build_model
-
-    declared = zoo.param_rows(name)
-    numpy_model = build_model(name)
-    numpy_rows = numpy_model.param_table()
-    keras_model = build_twinnet(name)
-    keras_layers = arch_layers(keras_model)
-    rows = []
-    for spec_row, numpy_row, keras_layer in zip(declared, numpy_rows, keras_layers):
-        keras_count = sum(int(v.numpy().size) for v in keras_layer.trainable_weights)
-        rows.append({"layer": spec_row.layer, "output_shape": list(spec_row.output_shape),
-                     "formula": spec_row.formula, "declared": spec_row.count,
-                     "numpy": numpy_row.count, "keras": keras_count})
-    totals = {"numpy": sum(r["numpy"] for r in rows), "keras": sum(r["keras"] for r in rows)}
-    non_trainable = {"numpy": numpy_model.count_non_trainable(),
-                     "keras": sum(int(v.numpy().size) for v in keras_model.non_trainable_weights)}
-    bad = [r["layer"] for r in rows if not r["numpy"] == r["keras"] == r["declared"]]
-    if non_trainable["numpy"] != non_trainable["keras"]:
-        bad.append("non-trainable weights")
-    if bad or not len(rows) == len(declared) == len(keras_layers):
-        raise ComparisonError(f"{name}: parameter counts differ in {', '.join(bad) or 'layers'}")
-    return {"rows": rows, "totals": totals, "non_trainable": non_trainable,
-            "keras_count_params": keras_model.count_params()}
-
-
-def print_param_table(name: str, table: dict) -> None:
-    out = Table(title=f"{name}: trainable parameters")
-    for column in ("layer", "output shape", "formula", "NumPy", "Keras"):
-        out.add_column(column, justify="right" if column in ("NumPy", "Keras") else "left")
-    for r in table["rows"]:
-        out.add_row(r["layer"], str(tuple(r["output_shape"])), r["formula"],
-                    f"{r['numpy']:,}", f"{r['keras']:,}")
-    out.add_row("total", "", "", f"{table['totals']['numpy']:,}",
-                f"{table['totals']['keras']:,}", style="bold")
-    moving = table["non_trainable"]
-    if moving["keras"]:
-        out.add_row("non-trainable", "", "BatchNorm moving mean + variance (no gradient)",
-                    f"{moving['numpy']:,}", f"{moving['keras']:,}")
-        out.add_row("Keras count_params()", "", "trainable + non-trainable", "",
-                    f"{table['keras_count_params']:,}")
-    console.print(out)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -93,33 +38,6 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def params_command(args) -> dict:
-    names = args.model or (zoo.model_names() if args.all else [])
-    if args.hidden:
-        names += [f"fc{n}" for n in args.hidden]
-    names = names or DEFAULT_MODELS
-    tables = {}
-    for name in names:
-        tables[name] = param_comparison(name)
-        print_param_table(name, tables[name])
-    for n in args.hidden or []:
-        console.print(f"one hidden layer of n = {n}: 784*n + n + n*10 + 10 = 795*{n} + 10 = "
-                      f"{795 * n + 10:,}  (zoo fc{n}: {zoo.count_params(f'fc{n}'):,})")
-    complexity = Table(title="Complexity: zoo models next to famous networks")
-    for column in ("model", "input", "trainable parameters"):
-        complexity.add_column(column, justify="right" if column != "model" else "left")
-    famous_totals = {name: famous.famous_total(name) for name in famous.FAMOUS}
-    for name in zoo.model_names():
-        complexity.add_row(name, "28x28x1", f"{zoo.count_params(name):,}")
-    for name, total in famous_totals.items():
-        shape = "x".join(str(d) for d in famous.famous_input_shape(name))
-        complexity.add_row(name, shape, f"{total:,}")
-    console.print(complexity)
-    return {"models": {name: t["totals"]["numpy"] for name, t in tables.items()},
-            "non_trainable": {name: t["non_trainable"]["numpy"] for name, t in tables.items()},
-            "famous": famous_totals}
 
 
 # --- 3. and 4.: gradient agreement and lockstep ---------------------------------------
@@ -279,7 +197,7 @@ def run_command(args) -> dict:
     for name in args.model:
         console.rule(f"[bold]{name}")
         result = {"params": param_comparison(name)}
-        print_param_table(name, result["params"])
+        print_param_table(name, result["params"], console)
         result["gradients"] = gradient_section(name, args)
         result["lockstep"] = lockstep_section(name, args)
         result["training"] = training_section(name, args)
@@ -365,7 +283,7 @@ def bench_command(args) -> dict:
     return bench.main(args, console)
 
 
-COMMAND_HANDLERS = {"run": run_command, "params": params_command,
+COMMAND_HANDLERS = {"run": run_command, "params": lambda args: params_command(args, console),
                     "gradcheck": gradcheck_command, "bench": bench_command}
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import compare
 from helpers import needs_mnist, random_batch, with_first_array
-from keras_impl.crosscheck import layout, twin
+from keras_impl.crosscheck import layout, params, twin
 from scratch import gradcheck, zoo
 
 
@@ -188,11 +188,11 @@ def test_params_all_matches_published_counts(tmp_path, capsys):
 
 
 def test_params_of_best_show_the_moving_statistics_apart(capsys):
-    table = compare.param_comparison("best")
+    table = params.param_comparison("best")
     assert table["totals"] == {"numpy": 198_122, "keras": 198_122}
     assert table["non_trainable"] == {"numpy": 640, "keras": 640}
     assert table["keras_count_params"] == 198_762
-    compare.print_param_table("best", table)
+    params.print_param_table("best", table, compare.console)
     out = capsys.readouterr().out
     assert "198,762" in out and "│     640 │     640 │" in out
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import compare
-from keras_impl.crosscheck import twin
+from keras_impl.crosscheck import params, twin
 from keras_impl.model import keras_layer
 from scratch import famous, layers, zoo
 from scratch.gradcheck import grad_rel_error, numeric_gradient
@@ -172,7 +172,7 @@ def test_avgpool2d_twins_keras_average_pooling():
 
 
 def test_lenet5_parameter_table_numpy_keras_and_declared():
-    table = compare.param_comparison("lenet5")
+    table = params.param_comparison("lenet5")
     # LeNet-5's published layer sizes, counted by hand: C1 6 maps of 5x5 on 1 channel,
     # C3 16 maps of 5x5 on all 6, then 16*5*5 = 400 -> 120 -> 84 -> 10.
     by_hand = {"conv2d_0": 5 * 5 * 1 * 6 + 6, "avgpool2d_1": 0, "conv2d_2": 5 * 5 * 6 * 16 + 16,

@@ -1,5 +1,6 @@
 """compare.py's machinery: the NumPy twin checked against the Keras twin.
 
+    params        parameter tables of both twins (`compare.py params`)
     layout        the one NumPy <-> Keras weight mapping (NHWC activations, HWIO kernels)
     twin          a twin pair, gradient agreement, lockstep training
     sidebyside    both twins trained on the same tf.data batches
