@@ -11,9 +11,16 @@
     python compare.py params [--model NAME ... | --all | --hidden N]
     python compare.py gradcheck [--model NAME ...]
     python compare.py bench [--json FILE]
+    python compare.py profile [--model NAME ...] [--batch-size B] [--json F] [--figure F]
+    python compare.py exercise LAYER [--out FILE] | --list   (a layer to write yourself)
+    python compare.py check FILE.py [--layer LAYER] [--json OUT] [--plots DIR]   (grade it)
+    python compare.py bugs [--bug NAME ...] [--fast] [--json OUT]   (which check catches what)
+    python compare.py --inject BUG ...   (a bug of the zoo in the NumPy side: the localizer)
+    python compare.py lab [--port 8000] [--models DIR]   (the draw-a-digit lab, keras_impl/lab)
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import sys
 from datetime import datetime
@@ -22,14 +29,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from keras_impl.data import add_data_dir_arg
+from keras_impl.data import SPLITS, add_data_dir_arg, load_split
+from keras_impl.grading import bugs, bugtable, exercise, student
 from keras_impl.crosscheck.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
                                           params_command, print_param_table)
 from scratch import zoo
-from scratch.cli import (add_optimizer_args, check_optimizer_args, nonnegative_int, positive_int,
-                         write_json)
+from scratch.cli import (add_optimizer_args, at_most, batch_size, check_optimizer_args,
+                         epoch_count, figure_file, model_name, output_file, output_folder,
+                         positive_int, seed_number, write_json)
 
-COMMANDS = ("run", "params", "gradcheck", "bench")
+COMMANDS = ("run", "params", "gradcheck", "bench", "exercise", "check", "profile", "bugs")
 console = Console()
 
 
@@ -191,6 +200,8 @@ def save_figure(results: dict, path: Path) -> None:
 
 
 def run_command(args) -> dict:
+    from keras_impl.crosscheck import localize
+
     started = datetime.now().strftime("%Y%m%d-%H%M%S")
     logdir = Path(args.logdir) / f"compare-{started}"
     results = {}
@@ -200,6 +211,7 @@ def run_command(args) -> dict:
         print_param_table(name, result["params"], console)
         result["gradients"] = gradient_section(name, args)
         result["lockstep"] = lockstep_section(name, args)
+        result["localizer"] = localize.section(name, args, result, console)  # on disagreement
         result["training"] = training_section(name, args)
         log_to_tensorboard(logdir, name, result)
         results[name] = result
@@ -236,33 +248,48 @@ def print_summary(results: dict) -> None:
 # --- command line ------------------------------------------------------------------------
 
 
+def hidden_units(text: str) -> int:
+    """--hidden N: a positive N whose MLP fc<N> is small enough to build."""
+    units = positive_int(text)
+    model_name(f"fc{units}")
+    return units
+
+
 def parse_args(argv):
     argv = list(argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
     parser = argparse.ArgumentParser(prog=f"python compare.py {command}".replace(" run", ""),
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", type=zoo.name_argument, default=None,
+    parser.add_argument("--model", nargs="+", type=model_name, default=None,
                         help=f"zoo models (default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--json", help="write every number to this JSON file")
-    add_data_dir_arg(parser)
+    parser.add_argument("--json", type=output_file, help="write every number to this JSON file")
+    if command not in ("params", "gradcheck"):  # those two read no MNIST
+        add_data_dir_arg(parser)
+    if command in ("exercise", "check", "bugs"):  # keras_impl/grading: exercises, grading
+        {"exercise": exercise, "check": student, "bugs": bugtable}[command].add_arguments(parser)
     if command == "params":
         parser.add_argument("--all", action="store_true", help="every zoo model")
-        parser.add_argument("--hidden", type=positive_int, nargs="+", metavar="N",
+        parser.add_argument("--hidden", type=hidden_units, nargs="+", metavar="N",
                             help="one-hidden-layer MLPs of N units (795N + 10)")
     if command in ("run", "gradcheck"):
-        parser.add_argument("--batch-size", type=positive_int, default=128)
-        parser.add_argument("--seed", type=nonnegative_int, default=0)
+        parser.add_argument("--batch-size", type=batch_size, default=128)
+        parser.add_argument("--seed", type=seed_number, default=0)
         parser.add_argument("--limit", type=positive_int,
                             help="use only the first N training images")
+    if command == "profile":  # ms, FLOPs and bytes per layer: keras_impl/crosscheck/profile.py
+        parser.add_argument("--batch-size", type=at_most(positive_int, 55_000), default=128)
+        parser.add_argument("--figure", type=figure_file, help="stacked bars per layer")
     if command == "run":
-        parser.add_argument("--epochs", type=positive_int, default=2)
+        parser.add_argument("--epochs", type=epoch_count, default=2)
         add_optimizer_args(parser)
         parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                             help="precision of the lockstep part")
         parser.add_argument("--lockstep-steps", type=positive_int, default=50)
-        parser.add_argument("--logdir", default="runs")
-        parser.add_argument("--figure", default="compare.png")
+        parser.add_argument("--logdir", type=output_folder, default="runs")
+        parser.add_argument("--figure", type=figure_file, default="compare.png")
+        parser.add_argument("--inject", type=bugs.bug_argument, metavar="BUG",
+                            help="plant this bug of `compare.py bugs` in the NumPy side")
     args = parser.parse_args(argv)
     args.command = command
     if command == "run":
@@ -277,6 +304,12 @@ def gradcheck_command(args) -> dict:
     return gradtable.main(args, console)
 
 
+def profile_command(args) -> dict:
+    from keras_impl.crosscheck import profile
+
+    return profile.main(args, console)
+
+
 def bench_command(args) -> dict:
     from keras_impl.crosscheck import bench
 
@@ -284,18 +317,33 @@ def bench_command(args) -> dict:
 
 
 COMMAND_HANDLERS = {"run": run_command, "params": lambda args: params_command(args, console),
-                    "gradcheck": gradcheck_command, "bench": bench_command}
+                    "exercise": lambda args: exercise.exercise_command(args, console),
+                    "check": lambda args: student.check_command(args, console),
+                    "bugs": lambda args: bugtable.main(args, console),
+                    "gradcheck": gradcheck_command, "bench": bench_command,
+                    "profile": profile_command}
 
 
 def main(argv=None) -> int:
     from keras_impl.data import MnistError
 
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lab"]:  # a web server with its own command line
+        from keras_impl.lab.cli import main as lab_main
+        return lab_main(argv[1:])
+    args = parse_args(argv)
     try:
-        output = COMMAND_HANDLERS[args.command](args)
-    except (ComparisonError, MnistError, OSError) as err:
+        if args.command in ("run", "bench", "profile"):  # missing or unusable data: said first
+            for split in SPLITS:
+                load_split(split, args.data_dir)
+        with bugs.planted(getattr(args, "inject", None), console):
+            output = COMMAND_HANDLERS[args.command](args)
+    except ComparisonError as err:  # the twins disagree: the check failed
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (MnistError, OSError) as err:  # bad input, as every command line reports it
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         write_json(args.json, output)
         console.print(f"numbers: {args.json}")

@@ -3,6 +3,7 @@
 The recipes, the runs and the table are keras_impl.experiments.accuracy; this module
 keeps the command's name.
 """
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import sys
 
 from keras_impl.data import run_cli

@@ -37,6 +37,7 @@ built from the same functions.
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import dataclasses
 import math
@@ -44,7 +45,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from keras_impl.data import add_data_dir_arg, load_mnist, run_cli
+from keras_impl.data import add_data_dir_arg, load_split, run_cli
+from scratch.cli import at_most, figure_file, nonnegative_float, positive_int, seed_number
 
 IMAGE_SIZE = 28
 CENTRE = (IMAGE_SIZE - 1) / 2  # pixel centres sit at integer coordinates 0..27
@@ -52,6 +54,7 @@ TEST_ROTATION = 15.0  # degrees
 TEST_SHIFT = 3.0  # pixels
 TEST_SCALES = (0.8, 1.2)
 TEST_THICKNESS = 0.5  # blend amount of "thick" (+) and "thin" (-)
+MAX_FIGURE_DIGITS = 20  # the figure has a row per digit, each as wide as the digits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,22 +261,19 @@ def plot_examples(images, config: Augmentation, seed: int, path, versions: int =
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keras_impl.augment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--figure", metavar="FILE", required=True,
+    parser.add_argument("--figure", metavar="FILE", required=True, type=figure_file,
                         help="write a PNG of augmented training digits and the test transforms")
-    parser.add_argument("--seed", type=int, default=0, help="augmentation seed (default 0)")
-    parser.add_argument("--count", type=int, default=6, help="training digits shown (default 6)")
-    parser.add_argument("--elastic", type=float, default=0.0, metavar="ALPHA",
+    parser.add_argument("--seed", type=seed_number, default=0,
+                        help="augmentation seed (default 0)")
+    parser.add_argument("--count", type=at_most(positive_int, MAX_FIGURE_DIGITS), default=6,
+                        help=f"training digits shown (default 6, at most {MAX_FIGURE_DIGITS})")
+    parser.add_argument("--elastic", type=nonnegative_float, default=0.0, metavar="ALPHA",
                         help="add elastic distortion of up to ALPHA pixels (default 0: off)")
     add_data_dir_arg(parser)
     args = parser.parse_args(argv)
-    if args.count < 1:
-        parser.error("--count must be at least 1")
-    try:
-        config = Augmentation(elastic_alpha=args.elastic)
-    except ValueError as err:
-        parser.error(str(err))
-    images, _ = load_mnist("train", args.data_dir)
-    plot_examples(images[:args.count].astype(np.float32) / 255.0, config, args.seed, args.figure)
+    config = Augmentation(elastic_alpha=args.elastic)
+    images, _ = load_split("train", args.data_dir, args.count)
+    plot_examples(images.astype(np.float32) / 255.0, config, args.seed, args.figure)
     print(f"wrote {args.figure}")
     return 0
 

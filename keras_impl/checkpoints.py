@@ -1,20 +1,27 @@
-"""Per-epoch checkpoints of a Keras training: weights, optimizer state and epoch count.
+"""Per-epoch checkpoints of a Keras training: every model variable, the optimizer, the history.
 
     ckpts = Checkpoints(model, optimizer, logdir / "checkpoints")
-    done = ckpts.restore()      # completed epochs of the run being resumed
-    ckpts.save(done + 1)        # after each epoch; Ctrl-C cannot tear the write
+    ckpts.save([])              # a new run: its start, "epoch 0"
+    history = ckpts.restore()   # the per-epoch records of the run being resumed
+    ckpts.save(history)         # after each epoch; neither Ctrl-C nor SIGTERM tears the write
 
-A checkpoint holds the model's variables, the optimizer's (its moments and its step
-counter `iterations`, which also drives a learning-rate schedule) and the number of
-completed epochs. tf.train.CheckpointManager keeps the newest CHECKPOINTS_KEPT.
+A checkpoint is the state at the end of an epoch, everything the next epoch depends on:
+  - every variable of the model: the weights, and what training changes besides them
+    (BatchNorm's moving statistics, the state of dropout's random-seed generator);
+  - the optimizer's variables: its moments and its step counter `iterations`, which
+    also drives a learning-rate schedule;
+  - the per-epoch records so far (JSON), so a resumed run reports every epoch.
+Checkpoint ckpt-N holds the end of epoch N; tf.train.CheckpointManager keeps the newest
+CHECKPOINTS_KEPT.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import tensorflow as tf
 
-from keras_impl.interrupts import sigint_deferred
+from keras_impl.interrupts import interrupts_deferred
 
 CHECKPOINTS_KEPT = 3
 
@@ -24,15 +31,17 @@ class TrainError(Exception):
 
 
 class Checkpoints:
-    """Model, optimizer (with its step counter) and completed-epoch count, per epoch."""
+    """Model variables, optimizer (with its step counter) and per-epoch records, per epoch."""
 
     def __init__(self, model, optimizer, directory: Path):
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         # Slots must exist before a restore can fill them.
         optimizer.build(model.trainable_variables)
         self.optimizer = optimizer
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              epoch=self.epoch)
+        self.history = tf.Variable("[]", dtype=tf.string, trainable=False)
+        # model.variables rather than the model: tf.train.Checkpoint does not see the
+        # variables of a subclassed Keras model's layer list, nor any seed generator.
+        self.checkpoint = tf.train.Checkpoint(model=list(model.variables),
+                                              optimizer=optimizer, history=self.history)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory),
                                                   max_to_keep=CHECKPOINTS_KEPT)
 
@@ -40,24 +49,24 @@ class Checkpoints:
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
-    def restore(self) -> int:
-        """Load the latest checkpoint; returns the number of completed epochs."""
+    def restore(self) -> list[dict]:
+        """Load the latest checkpoint; returns its per-epoch records (one per completed epoch)."""
         path = self.latest
         if path is None:
             raise TrainError(f"{self.manager.directory}: no checkpoint to resume from")
         try:
             self.checkpoint.restore(path).assert_existing_objects_matched()
+            return json.loads(self.history.numpy())
         except (tf.errors.OpError, ValueError, AssertionError) as err:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise TrainError(f"{path}: cannot restore checkpoint ({type(err).__name__}: "
                              f"{first_line})") from None
-        return int(self.epoch.numpy())
 
-    def save(self, completed_epochs: int) -> str:
-        """Write a checkpoint recording `completed_epochs`; returns its path."""
-        with sigint_deferred():
-            self.epoch.assign(completed_epochs)
-            return self.manager.save()
+    def save(self, history: list[dict]) -> str:
+        """Write checkpoint ckpt-N after N = len(history) completed epochs; returns its path."""
+        with interrupts_deferred():
+            self.history.assign(json.dumps(history))
+            return self.manager.save(checkpoint_number=len(history))
 
     @property
     def step(self) -> int:

@@ -14,15 +14,19 @@ Options 1 and 2 name a folder with the four original IDX files, gzipped or not.
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import functools
 import gzip
 import hashlib
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from scratch.cli import output_folder, positive_int
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -49,7 +53,7 @@ def open_maybe_gzip(path: Path) -> bytes:
     try:
         raw = Path(path).read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+    except (OSError, EOFError, zlib.error) as err:  # zlib: damaged deflate data in a .gz
         raise MnistError(f"{path}: cannot read ({err})") from None
 
 
@@ -160,6 +164,22 @@ def load_mnist(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     return train_x[idx], train_y[idx]
 
 
+def load_split(split: str, data_dir=None, limit: int | None = None):
+    """The first `limit` (default all) images and labels of load_mnist(split, data_dir);
+    MnistError when there are none: nothing to train, validate or test on."""
+    images, labels = load_mnist(split, data_dir)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    if not len(labels):
+        source = resolve_data_dir(data_dir) or keras_cache_path()
+        why = {"train": f"the validation split takes {VAL_SIZE // 10} of each digit from the "
+                        "official training set and leaves no training image",
+               "val": f"{FILES['train_images']} holds no images",
+               "test": f"{FILES['test_images']} holds no images"}[split]
+        raise MnistError(f"{source}: the {split} split is empty ({why})")
+    return images, labels
+
+
 def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuffle=None,
                  seed: int = 0, data_dir=None, limit: int | None = None, augment=None,
                  drop_remainder: bool = False):
@@ -180,13 +200,11 @@ def make_dataset(split: str, batch_size: int = 128, *, flat: bool = False, shuff
     through shuffle and batch are example indices, and each batch is one gather.
     (Shuffling 55,000 whole images element by element cost ~20% of an fc128 epoch.)
     """
-    import tensorflow as tf
-
     if augment is not None and split != "train":
         raise ValueError(f"augment is for the training split only, got split {split!r}")
-    images, labels = load_mnist(split, data_dir)
-    if limit is not None:
-        images, labels = images[:limit], labels[:limit]
+    images, labels = load_split(split, data_dir, limit)
+    import tensorflow as tf  # after the data's checks: bad files are reported without it
+
     if shuffle is None:
         shuffle = split == "train"
     # Flattened up front unless augmentation needs the images, so a batch costs one map
@@ -297,16 +315,16 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--info", action="store_true",
                         help="per-split and per-class counts and a SHA-256 per file")
-    parser.add_argument("--export-png", metavar="DIR", help="write test digits as PNGs")
-    parser.add_argument("--count", type=int, default=10, help="how many PNGs (default 10)")
+    parser.add_argument("--export-png", metavar="DIR", type=output_folder,
+                        help="write test digits as PNGs")
+    parser.add_argument("--count", type=positive_int, default=10,
+                        help="how many PNGs (default 10)")
     parser.add_argument("--invert", action="store_true",
                         help="black digits on white, as people draw them")
     add_data_dir_arg(parser)
     args = parser.parse_args(argv)
     if not (args.info or args.export_png):
         parser.error("nothing to do: give --info or --export-png DIR")
-    if args.count < 1:
-        parser.error("--count must be at least 1")
     if args.info:
         print_info(args.data_dir)
     if args.export_png:

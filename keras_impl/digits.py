@@ -14,6 +14,7 @@ to any greyscale picture:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,8 @@ def load_grey(path) -> np.ndarray:
     except UnidentifiedImageError:
         raise DigitImageError(f"{path}: not an image (expected PNG, JPG or another format "
                               "Pillow reads)") from None
+    except Image.DecompressionBombError as err:  # Pillow refuses to unpack so many pixels
+        raise DigitImageError(f"{path}: too large to read ({str(err).split(',')[0]})") from None
     except (OSError, ValueError) as err:
         raise DigitImageError(f"{path}: cannot read the image ({err})") from None
 
@@ -59,13 +62,30 @@ def border_median(grey: np.ndarray) -> float:
     return float(np.median(edge))
 
 
+@dataclass
+class MnistSteps:
+    """What `to_mnist` did, step by step (the lab shows them)."""
+
+    inverted: bool  # the background was light
+    crop: tuple[int, int, int, int]  # the ink's rows top:bottom, columns left:right
+    box: np.ndarray  # (h, w), longer side BOX: the crop resized, ink scaled to [0, 1]
+    top_left: tuple[int, int]  # where the box was pasted into the field
+    field: np.ndarray  # (28, 28) float32 in [0, 1]: what the network gets
+
+
 def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
     """MNIST-style (28, 28) float32 in [0, 1] from a greyscale array (H, W) in [0, 255].
 
     Raises DigitImageError (naming `name`) when there is no ink to find.
     """
+    return mnist_steps(grey, name).field
+
+
+def mnist_steps(grey: np.ndarray, name: str = "image") -> MnistSteps:
+    """`to_mnist` with its intermediate results."""
     grey = np.asarray(grey, dtype=np.float64)
-    if border_median(grey) > 127.5:
+    inverted = border_median(grey) > 127.5
+    if inverted:
         grey = 255.0 - grey
     ink = np.clip(grey - border_median(grey), 0, None)
     if ink.max() <= 0:
@@ -81,11 +101,14 @@ def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
                      .resize(size, Image.Resampling.BILINEAR), dtype=np.float64)
     box = np.clip(box, 0, None)
     box /= box.max()
-    return np.float32(_place_by_centre_of_mass(box))
+    field, top_left = _place_by_centre_of_mass(box)
+    crop = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    return MnistSteps(bool(inverted), crop, box, top_left, np.float32(field))
 
 
-def _place_by_centre_of_mass(box: np.ndarray) -> np.ndarray:
-    """Paste `box` (h, w <= 20) into 28x28 so its centre of mass lands on (14, 14)."""
+def _place_by_centre_of_mass(box: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Paste `box` (h, w <= 20) into 28x28 so its centre of mass lands on (14, 14);
+    returns the field and the box's top-left corner in it."""
     height, width = box.shape
     total = box.sum()
     com_row = (box.sum(axis=1) @ np.arange(height)) / total
@@ -95,7 +118,7 @@ def _place_by_centre_of_mass(box: np.ndarray) -> np.ndarray:
     left = int(np.clip(round(CENTRE - com_col), 0, FIELD - width))
     field = np.zeros((FIELD, FIELD))
     field[top:top + height, left:left + width] = box
-    return field
+    return field, (top, left)
 
 
 def preprocess_file(path) -> np.ndarray:

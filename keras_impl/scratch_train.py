@@ -22,6 +22,7 @@ the seconds of the training pass (validation not included).
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import sys
 from pathlib import Path
@@ -31,23 +32,26 @@ from threadpoolctl import threadpool_limits
 # Neither import loads TensorFlow (keras_impl.data does when a pipeline is built), so
 # bad arguments are reported without it.
 from keras_impl.crosscheck import scratch_loop
-from keras_impl.data import add_data_dir_arg, run_cli, seed_tensorflow
+from keras_impl.data import SPLITS, add_data_dir_arg, load_split, run_cli, seed_tensorflow
 from scratch import zoo
-from scratch.cli import (add_optimizer_args, check_optimizer_args, fraction, nonnegative_float,
-                         nonnegative_int, positive_int)
+from scratch.cli import (add_optimizer_args, at_most, batch_size, check_optimizer_args,
+                         epoch_count, fraction, model_name, nonnegative_float, nonnegative_int,
+                         output_file, positive_int, seed_number)
 from scratch.model import CheckpointError
 from scratch.train import RUN_SETTINGS, restore_checkpoint
+
+MAX_THREADS = 256  # BLAS takes a C int; no machine here has more cores
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m keras_impl.scratch_train",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="NAME", type=zoo.name_argument,
+    parser.add_argument("--model", required=True, metavar="NAME", type=model_name,
                         help=f"{', '.join(zoo.model_names())} or fc<n>")
-    parser.add_argument("--epochs", required=True, metavar="N", type=positive_int,
+    parser.add_argument("--epochs", required=True, metavar="N", type=epoch_count,
                         help="epochs in total")
-    parser.add_argument("--batch-size", metavar="B", type=positive_int, default=128,
+    parser.add_argument("--batch-size", metavar="B", type=batch_size, default=128,
                         help="default 128")
     add_optimizer_args(parser)
     parser.add_argument("--l2", metavar="X", type=nonnegative_float, default=0.0,
@@ -67,16 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init", choices=("glorot_uniform", "he_uniform", "he_normal"),
                         default="glorot_uniform",
                         help="kernel initializer (default glorot_uniform)")
-    parser.add_argument("--seed", metavar="S", type=nonnegative_int, default=0,
+    parser.add_argument("--seed", metavar="S", type=seed_number, default=0,
                         help="weights, dropout masks and batch order (default 0)")
     add_data_dir_arg(parser)
     parser.add_argument("--limit", metavar="N", type=positive_int, default=None,
                         help="use only the first N examples of each split (quick runs)")
-    parser.add_argument("--json", metavar="FILE", type=Path, default=None,
+    parser.add_argument("--json", metavar="FILE", type=output_file, default=None,
                         help="write per-epoch metrics and seconds per epoch here")
-    parser.add_argument("--save", metavar="FILE", type=Path, default=None,
+    parser.add_argument("--save", metavar="FILE", type=output_file, default=None,
                         help="checkpoint .npz, rewritten after every epoch")
-    parser.add_argument("--threads", metavar="N", type=nonnegative_int, default=1,
+    parser.add_argument("--threads", metavar="N", type=at_most(nonnegative_int, MAX_THREADS),
+                        default=1,
                         help="threads for NumPy's matrix products (default 1: OpenBLAS threads "
                              "busy-wait and slow down badly on busy cores; 2 is ~30%% faster for "
                              "CNNs on 2 idle cores; 0: the BLAS default)")
@@ -96,10 +101,6 @@ def parse_args(argv) -> argparse.Namespace:
     check_optimizer_args(parser, args)
     if args.warmup_epochs and (args.schedule != "cosine" or args.warmup_epochs >= args.epochs):
         parser.error("--warmup-epochs needs --schedule cosine and must be below --epochs")
-    for option in ("json", "save"):
-        path = getattr(args, option)
-        if path is not None and not path.parent.is_dir():
-            parser.error(f"--{option} {path}: folder {path.parent} does not exist")
     if args.resume is not None:
         args.save = args.save or args.resume
         try:
@@ -122,6 +123,8 @@ def run_settings(args) -> dict:
 def main(argv=None) -> dict:
     """Run the CLI; returns the report that --json writes."""
     args = parse_args(argv)
+    for split in SPLITS:  # missing or unusable data: said before TensorFlow loads
+        load_split(split, args.data_dir, args.limit)
     from keras_impl.augment import Augmentation  # imports TensorFlow: after the checks
 
     seed_tensorflow(args.seed)  # the batch order and augmentations of keras_impl.train

@@ -27,63 +27,45 @@ instead: choose augmentation settings there, not on the test set.
 --apply FILE_OR_DIR ... classifies image files (PNG/JPG/..., any size, colour or grey)
 after MNIST-style preprocessing (see keras_impl.digits) and needs no MNIST data; with
 --plots it also saves apply.png, showing what the network saw.
+
+--explain adds explanations.png (in the --plots DIR, else the current folder): saliency and
+integrated-gradients maps (keras_impl.explain) of misclassified test digits for their true
+and predicted class, or with --apply of your digits for their predicted class.
+
+TensorFlow is imported where a model is loaded or run, after the arguments, the model
+file's kind and the test data have been checked: bad input is reported at once.
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import sys
 from pathlib import Path
 
-import keras
 import numpy as np
 from matplotlib.figure import Figure
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from keras_impl.augment import TEST_TRANSFORMS
-from keras_impl.data import add_data_dir_arg, load_mnist, run_cli
+from keras_impl.data import add_data_dir_arg, load_split, run_cli
 from keras_impl.digits import DigitImageError, collect_images, preprocess_file
-from keras_impl.model import TwinNet, batch_input_shape
-from scratch.cli import write_json
+from keras_impl.model_files import ModelFileError, check_model_file, load_model
+from scratch import zoo
+from scratch.cli import output_file, output_folder, write_json
 
-MODEL_SUFFIXES = (".keras", ".h5")
-MNIST_INPUTS = ((None, 784), (None, 28, 28, 1))
 PROB_EPSILON = 1e-7  # Keras's clip for cross-entropy on probabilities
 MISCLASSIFIED_SHOWN = 12
 GRID_SIDE = 5
 RIGHT, WRONG = "tab:blue", "tab:red"
 
 
-class ModelFileError(Exception):
-    """A model file that is missing or cannot be loaded; one line naming it."""
-
-
-def load_model(path) -> keras.Model:
-    """A model from a .keras or .h5 file (TwinNet is registered by importing keras_impl.model)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    if path.suffix.lower() not in MODEL_SUFFIXES:
-        raise ModelFileError(f"{path}: expected a .keras or .h5 model file")
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as err:  # corrupt files fail in h5py, zipfile, json or Keras itself
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ModelFileError(f"{path}: cannot load a Keras model ({type(err).__name__}: "
-                             f"{detail[:200]})") from None
-    try:
-        shape = batch_input_shape(model)
-    except (AttributeError, ValueError):  # a subclassed model that never saw its input
-        shape = None
-    if shape not in MNIST_INPUTS:
-        raise ModelFileError(f"{path}: model input {shape}, expected one of "
-                             f"{' or '.join(map(str, MNIST_INPUTS))}")
-    return model
-
-
 def outputs_probabilities(model) -> bool:
     """True when the model ends in softmax (a Softmax layer or activation="softmax")."""
+    import keras
+
+    from keras_impl.model import TwinNet
+
     if isinstance(model, TwinNet) or not getattr(model, "layers", None):
         return False
     last = model.layers[-1]
@@ -94,6 +76,8 @@ def outputs_probabilities(model) -> bool:
 
 def log_probabilities(model, images: np.ndarray) -> np.ndarray:
     """Log class probabilities (N, 10) for images (N, 28, 28) float in [0, 1]."""
+    from keras_impl.model import batch_input_shape
+
     x = np.asarray(images, np.float32).reshape((-1, *batch_input_shape(model)[1:]))
     out = np.asarray(model.predict(x, batch_size=1000, verbose=0), np.float64)
     if outputs_probabilities(model):
@@ -212,9 +196,10 @@ def plot_predictions(images, labels, probs, path, title="test digits") -> None:
     fig.savefig(path, dpi=120)
 
 
-def run_test(model, args, console: Console) -> int:
-    images, labels = load_mnist("test", args.data_dir)
+def run_test(args, console: Console) -> int:
+    images, labels = load_split("test", args.data_dir)
     images = images.astype(np.float32) / 255.0
+    model = load_model(args.model_path)
     log_probs = log_probabilities(model, images)
     result = evaluate(log_probs, labels)
     result.update(model_path=str(args.model_path),
@@ -230,6 +215,11 @@ def run_test(model, args, console: Console) -> int:
         result["plots"] = [str(p) for p in [plots / "confusion_matrix.png", *written,
                                             plots / "predictions.png"]]
         console.print(f"figures in {plots}/", soft_wrap=True)
+    if args.explain:
+        from keras_impl.explain import plot_misclassified_explanations
+
+        result["explanations"] = str(plot_misclassified_explanations(
+            model, images, labels, np.exp(log_probs), args.plots or "."))
     if args.json:
         write_json(args.json, result)
     return 0
@@ -240,6 +230,8 @@ def robustness(model, images: np.ndarray, labels: np.ndarray) -> dict:
 
     Also the mean accuracy over the transformed copies (not counting the original).
     """
+    from keras_impl.augment import TEST_TRANSFORMS
+
     sets = {}
     for name, transform in [("original", None), *TEST_TRANSFORMS.items()]:
         shown = images if transform is None else transform(images[..., None]).numpy()
@@ -260,13 +252,14 @@ def print_robustness(result: dict, split: str, console: Console) -> None:
                       style="bold" if name == "original" else None,
                       end_section=name == "original")
     table.add_section()
-    table.add_row(f"mean of {len(TEST_TRANSFORMS)} transforms",
+    table.add_row(f"mean of {len(result['sets']) - 1} transforms",
                   f"{result['mean_transformed_accuracy']:.2%}", "", "", style="bold")
     console.print(table)
 
 
-def run_shifted(model, args, console: Console) -> int:
-    images, labels = load_mnist(args.split, args.data_dir)
+def run_shifted(args, console: Console) -> int:
+    images, labels = load_split(args.split, args.data_dir)
+    model = load_model(args.model_path)
     result = robustness(model, images.astype(np.float32) / 255.0, labels)
     result.update(model_path=str(args.model_path), split=args.split)
     print_robustness(result, args.split, console)
@@ -302,6 +295,10 @@ def run_apply(model, args, console: Console) -> int:
             Path(args.plots).mkdir(parents=True, exist_ok=True)
             plot_predictions(np.stack(inputs), None, probs, Path(args.plots) / "apply.png",
                              title="your digits as the network sees them")
+        if args.explain:
+            from keras_impl.explain import plot_own_explanations
+
+            plot_own_explanations(model, np.stack(inputs), names, probs, args.plots or ".")
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     if args.json:
@@ -314,30 +311,38 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m keras_impl.test", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-path", required=True, help="a .keras or .h5 model file")
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    parser.add_argument("--plots", metavar="DIR", help="write the figures into DIR")
+    parser.add_argument("--json", metavar="FILE", type=output_file,
+                        help="write the results as JSON")
+    parser.add_argument("--plots", metavar="DIR", type=output_folder,
+                        help="write the figures into DIR")
     parser.add_argument("--apply", nargs="+", metavar="FILE_OR_DIR",
                         help="classify these image files (or the images in these folders)")
     parser.add_argument("--shifted", action="store_true",
                         help="accuracy on rotated, shifted, scaled, thick and thin test digits")
+    parser.add_argument("--explain", action="store_true",
+                        help="explanations.png: saliency and integrated gradients of digits")
     parser.add_argument("--split", choices=("test", "val"),
                         help="with --shifted: the split to transform (default test)")
     add_data_dir_arg(parser)
     args = parser.parse_args(argv)
     if args.shifted and (args.apply or args.plots):
         parser.error("--shifted cannot be combined with --apply or --plots")
+    if args.shifted and args.explain:
+        parser.error("--explain cannot be combined with --shifted")
     if args.split and not args.shifted:
         parser.error("--split is only used with --shifted")
     args.split = args.split or "test"
     console = Console()
     try:
-        model = load_model(args.model_path)
+        check_model_file(args.model_path)  # said before the data is read
+        if args.shifted:
+            return run_shifted(args, console)
+        if args.apply:
+            return run_apply(load_model(args.model_path), args, console)
+        return run_test(args, console)
     except ModelFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.shifted:
-        return run_shifted(model, args, console)
-    return run_apply(model, args, console) if args.apply else run_test(model, args, console)
 
 
 if __name__ == "__main__":

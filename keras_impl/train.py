@@ -22,13 +22,17 @@ batches drawn in the graph), keras_impl.summaries (per-step loss, the graph, wei
 histograms, misclassified digits), keras_impl.checkpoints and keras_impl.interrupts.
 The command line, `python -m keras_impl.train`, is keras_impl.train_cli.
 
-Both loops: a checkpoint per epoch; Ctrl-C saves one and returns "interrupted";
-resume=True continues from the latest, running an interrupted epoch again from its
-first batch; a NaN/Inf loss stops training ("diverged") and the last good checkpoint
-stays. The reported loss includes the L2 penalty, as fit() reports it.
+Both loops checkpoint the start of a run and the end of every epoch (keras_impl.checkpoints).
+Ctrl-C or SIGTERM returns "interrupted" with the model back at its last checkpoint: the
+epoch under way is dropped. resume=True continues from the latest checkpoint and ends
+bit for bit where an uninterrupted run ends: same weights, optimizer state and step,
+and the same batches in the same order (`skip_shuffles`). A NaN/Inf loss stops
+training ("diverged") and the last good checkpoint stays. The reported loss includes
+the L2 penalty, as fit() reports it.
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import math
 import runpy
 import time
@@ -39,7 +43,8 @@ import tensorflow as tf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from keras_impl.checkpoints import Checkpoints
+from keras_impl.checkpoints import Checkpoints, TrainError
+from keras_impl.interrupts import sigterm_as_interrupt, stop_signal_name
 from keras_impl.losses import SparseSmoothedCrossentropy
 from keras_impl.model import batch_input_shape
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps, train_epoch
@@ -139,28 +144,31 @@ def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
 
     train_ds: a tf.data.Dataset of (x, y) batches (x of the model's input shape and
     dtype, y int32), e.g. `make_dataset(...)`, drawn `steps_per_call` at a time by
-    keras_impl.multistep; val_ds: an iterable of such batches, or None. Trains until
-    `epochs` epochs are complete in total (with `resume`, counting the checkpointed
-    ones). Returns {"status": "completed" | "interrupted" | "diverged", "epochs":
-    [per-epoch records of this call], "step", "checkpoint", "seconds_per_epoch", ...}.
-    loss_fn defaults to make_loss_fn().
+    keras_impl.multistep, a new iterator per epoch; val_ds: an iterable of such
+    batches, or None. Trains until `epochs` epochs are complete in total (with
+    `resume`, counting the checkpointed ones; train_ds then made afresh, as the resumed
+    command makes it, for `skip_shuffles`). Returns {"status": "completed" |
+    "interrupted" | "diverged", "epochs": [per-epoch records of the whole run], "step",
+    "checkpoint", "seconds_per_epoch", "resumed_from", ...}. loss_fn defaults to
+    make_loss_fn().
     """
     console = console or Console()
     logdir = Path(logdir)
     ckpts = Checkpoints(model, optimizer, logdir / "checkpoints")
-    done = completed = ckpts.restore() if resume else 0
+    records = start_or_resume(ckpts, resume, epochs)
+    resumed_from = len(records)
+    skip_shuffles(train_ds, resumed_from)  # one iterator per epoch
     loss_fn = loss_fn or make_loss_fn()
     train_metrics, val_metrics = EpochMetrics("train"), EpochMetrics("val")
     train_steps = make_train_steps(make_train_step(model, optimizer, loss_fn, train_metrics))
     test_step = make_test_step(model, loss_fn, val_metrics)
     train_writer = tf.summary.create_file_writer(str(logdir / "train"))
     val_writer = tf.summary.create_file_writer(str(logdir / "validation"))
-    records: list[dict] = []
-    if not done:  # a resumed run wrote it the first time
+    if not resume:  # a resumed run wrote it the first time
         write_graph(model, input_signature(model)[0], train_writer)
     try:
-        with _progress(console) as progress:
-            for epoch in range(done + 1, epochs + 1):
+        with sigterm_as_interrupt(), _progress(console) as progress:
+            for epoch in range(resumed_from + 1, epochs + 1):
                 started = time.perf_counter()
                 task = progress.add_task(f"epoch {epoch}/{epochs}", total=epoch_length(train_ds),
                                          status="")
@@ -172,23 +180,57 @@ def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
                 with train_writer.as_default():  # train_step's batch_loss goes here
                     bad_loss = train_epoch(train_steps, iter(train_ds), steps_per_call, advance)
                 if bad_loss is not None:
-                    return _summary("diverged", records, ckpts, epoch=epoch, bad_loss=bad_loss)
+                    return _summary("diverged", records, ckpts, resumed_from, epoch=epoch,
+                                    bad_loss=bad_loss)
                 progress.remove_task(task)
                 val, wrong = _validate(test_step, val_metrics, val_ds)
                 write_epoch(model, optimizer, epoch - 1, train_metrics.result(), val, wrong,
                             train_writer, val_writer)
-                completed = epoch  # first: a Ctrl-C held off during the save re-saves it
-                ckpts.save(epoch)
                 records.append(_epoch_record(epoch, ckpts.step, train_metrics.result(), val,
                                              time.perf_counter() - started))
+                ckpts.save(records)
                 _print_epoch(console, records[-1], epochs)
-    except KeyboardInterrupt:
-        ckpts.save(completed)
-        return _summary("interrupted", records, ckpts, epoch=completed + 1)
+    except KeyboardInterrupt as stop:
+        return _interrupted(ckpts, resumed_from, stop)
     finally:
         train_writer.close()
         val_writer.close()
-    return _summary("completed", records, ckpts, epoch=completed)
+    return _summary("completed", records, ckpts, resumed_from, epoch=len(records))
+
+
+def start_or_resume(ckpts: Checkpoints, resume: bool, epochs: int) -> list[dict]:
+    """The records of the epochs already done: the latest checkpoint's with `resume`;
+    else none, and the run's start is checkpointed, so that even an interrupted first
+    epoch can be resumed. Raises TrainError when more than `epochs` are done."""
+    if not resume:
+        ckpts.save([])
+        return []
+    records = ckpts.restore()
+    if len(records) > epochs:
+        raise TrainError(f"{ckpts.latest}: holds {len(records)} completed epochs, more than "
+                         f"the {epochs} asked for (the epoch count is the run's total)")
+    return records
+
+
+def skip_shuffles(train_ds, iterators: int) -> None:
+    """Make and drop `iterators` iterators of train_ds, reading nothing from them.
+
+    make_dataset's training split reshuffles (and redraws its augmentation seeds)
+    whenever an iterator is made, drawing from a seed generator that starts afresh with
+    each new Dataset. A resumed run therefore first makes the iterators of the epochs
+    already done: its next epoch then sees the batches that epoch of an uninterrupted
+    run saw.
+    """
+    for _ in range(iterators):
+        iter(train_ds)
+
+
+def _interrupted(ckpts: Checkpoints, resumed_from: int, stop: KeyboardInterrupt) -> dict:
+    """Ctrl-C or SIGTERM: the epoch under way is dropped, model and optimizer go back to
+    the last checkpoint (where --resume starts again)."""
+    records = ckpts.restore()
+    return _summary("interrupted", records, ckpts, resumed_from, epoch=len(records) + 1,
+                    signal=stop_signal_name(stop))
 
 
 def _validate(test_step, metrics: EpochMetrics, val_ds) -> tuple[dict, Misclassified]:
@@ -230,48 +272,61 @@ def _epoch_record(epoch: int, step: int, train: dict, val: dict, seconds: float)
             "seconds": seconds}
 
 
-def _summary(status: str, epochs: list, ckpts: Checkpoints, **extra) -> dict:
+def _summary(status: str, epochs: list, ckpts: Checkpoints, resumed_from: int,
+             **extra) -> dict:
     seconds = [e["seconds"] for e in epochs]
-    return {"status": status, "epochs": epochs, "step": ckpts.step,
-            "checkpoint": ckpts.latest,
+    return {"status": status, "epochs": list(epochs), "step": ckpts.step,
+            "checkpoint": ckpts.latest, "resumed_from": resumed_from,
             "seconds_per_epoch": sum(seconds) / len(seconds) if seconds else None, **extra}
 
 
 # --- the fit() baseline ----------------------------------------------------------------
 
+# fit() makes two iterators of the training data per epoch (Keras 3 makes the next
+# epoch's when an epoch ends, and a fresh one when the next begins, for a dataset of
+# known length such as make_dataset's): a resumed run skips as many.
+FIT_ITERATORS_PER_EPOCH = 2
+
+
 def fit_baseline(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
                  resume: bool = False, console=None, loss_fn=None) -> dict:
     """compile()/fit() with Keras's TensorBoard callback (histograms every epoch).
 
-    Same checkpoints, Ctrl-C, NaN handling and return value as `fit_custom`; the
-    progress display is Keras's own.
+    Same checkpoints, Ctrl-C/SIGTERM, NaN handling, exact resume and return value as
+    `fit_custom`; the progress display is Keras's own.
     """
     model.compile(optimizer=optimizer, loss=loss_fn or make_loss_fn(), metrics=["accuracy"],
                   jit_compile=False)
     ckpts = Checkpoints(model, optimizer, Path(logdir) / "checkpoints")
-    done = ckpts.restore() if resume else 0
-    tracker = _FitTracker(ckpts, done)
+    records = start_or_resume(ckpts, resume, epochs)
+    resumed_from = len(records)
+    skip_shuffles(train_ds, FIT_ITERATORS_PER_EPOCH * resumed_from)
+    tracker = _FitTracker(ckpts, records)
     callbacks = [keras.callbacks.TensorBoard(str(logdir), histogram_freq=1), tracker]
     try:
-        if done < epochs:
-            model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=done,
-                      callbacks=callbacks, shuffle=False, verbose="auto")
-    except KeyboardInterrupt:
-        ckpts.save(tracker.completed)
-        return _summary("interrupted", tracker.records, ckpts, epoch=tracker.completed + 1)
+        with sigterm_as_interrupt():
+            if resumed_from < epochs:
+                model.fit(train_ds, validation_data=val_ds, epochs=epochs,
+                          initial_epoch=resumed_from, callbacks=callbacks, shuffle=False,
+                          verbose="auto")
+    except KeyboardInterrupt as stop:
+        return _interrupted(ckpts, resumed_from, stop)
     if tracker.bad_loss is not None:
-        return _summary("diverged", tracker.records, ckpts, epoch=tracker.completed + 1,
+        return _summary("diverged", records, ckpts, resumed_from, epoch=len(records) + 1,
                         bad_loss=tracker.bad_loss)
-    return _summary("completed", tracker.records, ckpts, epoch=tracker.completed)
+    return _summary("completed", records, ckpts, resumed_from, epoch=len(records))
 
 
 class _FitTracker(keras.callbacks.Callback):
-    """fit()'s side of the bookkeeping: checkpoint and time each epoch, stop on NaN."""
+    """fit()'s side of the bookkeeping: record, checkpoint and time each epoch, stop on NaN.
 
-    def __init__(self, ckpts: Checkpoints, done: int):
+    records: the run's per-epoch records so far, extended in place.
+    """
+
+    def __init__(self, ckpts: Checkpoints, records: list[dict]):
         super().__init__()
-        self.ckpts, self.completed = ckpts, done
-        self.records, self.bad_loss, self.started = [], None, 0.0
+        self.ckpts, self.records = ckpts, records
+        self.bad_loss, self.started = None, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -285,14 +340,13 @@ class _FitTracker(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.bad_loss is not None:
             return
-        self.completed = epoch + 1
-        self.ckpts.save(epoch + 1)
         logs = logs or {}
         train = {"loss": float(logs["loss"]), "accuracy": float(logs["accuracy"])}
         val = ({"loss": float(logs["val_loss"]), "accuracy": float(logs["val_accuracy"])}
                if "val_loss" in logs else {})
         self.records.append(_epoch_record(epoch + 1, self.ckpts.step, train, val,
                                           time.perf_counter() - self.started))
+        self.ckpts.save(self.records)
 
 
 if __name__ == "__main__":  # `python -m keras_impl.train` is the command line module

@@ -30,18 +30,26 @@ step and seconds, and seconds_per_epoch (for comparing the two loops).
 
 Epoch summaries use step = epoch index from 0, like Keras's TensorBoard callback, so
 fit and custom runs overlay; per-step summaries use the optimizer's step counter,
-which is checkpointed and so continues across --resume. Ctrl-C saves a checkpoint
-(weights, optimizer state, step) and exits with code 130; --resume then runs the
-interrupted epoch again from its first batch, starting from the weights and step
-reached. A NaN/Inf loss stops training (exit 1); the last good checkpoint stays. The
-reported loss includes the L2 penalty, as fit() reports it. The shuffle order of a
-resumed run differs from an uninterrupted one (tf.data cannot start at epoch k).
+which is checkpointed and so continues across --resume.
+
+Stopping and resuming: a checkpoint is written at the start and after every epoch.
+Ctrl-C (or SIGTERM) drops the epoch under way and exits with code 130 (143); the same
+command plus --resume runs that epoch again from its start, and the run ends bit for
+bit as an uninterrupted one would: the same batches in the same order, the same
+optimizer steps, schedule and weights. --resume refuses other settings (seed and
+--limit included) and an --epochs below the epochs done; --epochs equal to them only
+writes the model files again (after a Ctrl-C during the final save, say). --json
+holds every epoch of the run, resumed or not. A NaN/Inf loss stops training (exit 1);
+the last good checkpoint stays. The reported loss includes the L2 penalty, as fit()
+reports it.
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -52,30 +60,31 @@ from keras_impl.augment import Augmentation
 from keras_impl.checkpoints import TrainError
 from keras_impl.data import add_data_dir_arg, make_dataset, run_cli
 from keras_impl.export import ExportError, export_h5
+from keras_impl.interrupts import sigterm_as_interrupt, stop_signal_name
 from keras_impl.model import batch_input_shape, build_sequential, build_twinnet
 from keras_impl.optimizers import make_optimizer
 from keras_impl.train import epoch_length, fit_baseline, fit_custom, make_loss_fn
 from scratch import zoo
-from scratch.cli import (add_optimizer_args, check_optimizer_args, fraction, nonnegative_float,
-                         nonnegative_int, positive_int, write_json)
+from scratch.cli import (add_optimizer_args, batch_size, check_optimizer_args, epoch_count,
+                         fraction, model_name, nonnegative_float, output_file, output_folder,
+                         positive_int, seed_number, write_json)
 from scratch.optim import DEFAULT_LR, CosineDecay
 
 # Settings a resumed run must share (the checkpoint restores the learning rate too).
 RESUME_KEYS = ("model", "loop", "optimizer", "lr", "momentum", "nesterov", "l2", "batch_size",
-               "schedule", "warmup_epochs", "label_smoothing", "augment")
-EXIT_INTERRUPTED = 130  # the shell's code for "ended by Ctrl-C"
+               "seed", "limit", "schedule", "warmup_epochs", "label_smoothing", "augment")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m keras_impl.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, metavar="NAME", type=zoo.name_argument,
+    parser.add_argument("--model", required=True, metavar="NAME", type=model_name,
                         help=f"zoo model: {', '.join(zoo.model_names())} or fc<n>")
     parser.add_argument("--loop", choices=("fit", "custom"), default="custom",
                         help="compile()/fit() baseline or the GradientTape loop (default)")
-    parser.add_argument("--epochs", metavar="N", type=positive_int, default=5,
+    parser.add_argument("--epochs", metavar="N", type=epoch_count, default=5,
                         help="total epochs (default 5)")
-    parser.add_argument("--batch-size", metavar="B", type=positive_int, default=128,
+    parser.add_argument("--batch-size", metavar="B", type=batch_size, default=128,
                         help="default 128")
     add_optimizer_args(parser)
     parser.add_argument("--l2", metavar="X", type=nonnegative_float, default=0.0,
@@ -90,15 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--augment", action="store_true",
                         help="random rotation/shift/scale/stroke width on training batches "
                              "(keras_impl.augment)")
-    parser.add_argument("--seed", metavar="S", type=nonnegative_int, default=0,
+    parser.add_argument("--seed", metavar="S", type=seed_number, default=0,
                         help="weights, dropout, shuffling (default 0)")
     add_data_dir_arg(parser)
-    parser.add_argument("--logdir", default=None,
+    parser.add_argument("--logdir", type=output_folder, default=None,
                         help="where events, checkpoints and models go "
                              "(default runs/<model>-<loop>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --logdir from its latest checkpoint")
-    parser.add_argument("--json", metavar="FILE", help="write per-epoch metrics and timings")
+    parser.add_argument("--json", metavar="FILE", type=output_file,
+                        help="write per-epoch metrics and timings")
     parser.add_argument("--limit", metavar="N", type=positive_int, default=None,
                         help="use only the first N train and N validation images")
     return parser
@@ -133,8 +143,9 @@ def check_run_config(logdir: Path, config: dict, resume: bool) -> None:
         raise TrainError(f"{saved_path}: cannot read the run's settings ({err})") from None
     for key in (*RESUME_KEYS, "epochs") if "epochs" in config else RESUME_KEYS:
         if saved.get(key) != config[key]:
+            old, new = ("(not given)" if v is None else v for v in (saved.get(key), config[key]))
             raise TrainError(f"--resume: {logdir} was trained with --{key.replace('_', '-')} "
-                             f"{saved.get(key)}, not {config[key]}")
+                             f"{old}, not {new}")
 
 
 def save_final(model, logdir) -> dict:
@@ -142,8 +153,11 @@ def save_final(model, logdir) -> dict:
     logdir = Path(logdir)
     paths = {"keras": logdir / "model.keras", "h5": logdir / "model.h5"}
     partial = paths["keras"].with_name("model.partial.keras")  # Keras wants the suffix
-    model.save(partial)
-    os.replace(partial, paths["keras"])
+    try:
+        model.save(partial)
+        os.replace(partial, paths["keras"])
+    finally:
+        partial.unlink(missing_ok=True)
     export_h5(model, paths["h5"])  # writes to a temporary file and checks it itself
     return {kind: str(p) for kind, p in paths.items()}
 
@@ -180,7 +194,11 @@ def train(args: argparse.Namespace, console=None) -> dict:
                  loss_fn=make_loss_fn(args.label_smoothing))
     result.update(config=config, logdir=str(args.logdir))
     if result["status"] == "completed":
-        result["saved"] = save_final(model, args.logdir)
+        try:
+            with sigterm_as_interrupt():
+                result["saved"] = save_final(model, args.logdir)
+        except KeyboardInterrupt as stop:  # the training is checkpointed: --resume saves
+            result.update(status="interrupted", signal=stop_signal_name(stop), saving=True)
     if args.json:
         write_json(args.json, result)
     return result
@@ -192,15 +210,21 @@ def report(result: dict, console) -> int:
     if result["status"] == "diverged":
         print(f"error: loss became {result['bad_loss']} in epoch {result['epoch']} at step "
               f"{result['step']}: training stopped; the last good checkpoint is "
-              f"{result['checkpoint'] or 'none (no epoch completed)'}. Try a lower --lr.",
+              f"{result['checkpoint']}. Try a lower --lr.",
               file=sys.stderr)
         return 1
     if result["status"] == "interrupted":
-        print(f"interrupted in epoch {result['epoch']}: saved checkpoint {result['checkpoint']}"
-              f" (step {result['step']}); continue with the same command plus --resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if result["epochs"]:
+        where = ("while writing the model files, after the last epoch"
+                 if result.get("saving") else f"in epoch {result['epoch']}")
+        print(f"interrupted {where}: checkpoint {result['checkpoint']} holds "
+              f"{len(result['epochs'])} epochs (step {result['step']}); continue with the "
+              "same command plus --resume", file=sys.stderr)
+        return 128 + signal.Signals[result["signal"]]  # the shell's: 130 Ctrl-C, 143 SIGTERM
+    if result["resumed_from"] == len(result["epochs"]):
+        done = len(result["epochs"])
+        console.print(f"nothing to train ({done} of {done} epochs done): "
+                      "wrote the model files again")
+    elif result["epochs"]:
         console.print(f"{len(result['epochs'])} epochs, "
                       f"{result['seconds_per_epoch']:.1f} s per epoch")
     console.print(f"checkpoints  {result['checkpoint']}", soft_wrap=True)

@@ -8,6 +8,8 @@ Pure NumPy: nothing in this package may import TensorFlow or Keras.
                   maxpool2d, avgpool2d, batchnorm
     fast_layers   the same numbers, faster: im2col, bit masks, fused ReLU (the default path)
     layer_classes Dense, Conv2D, MaxPool2D, ...: params and grads around the pairs
+    registry      every layer kind declared once: shapes, formula, NumPy and Keras layer
+    initializers  Keras's kernel initializers (glorot_uniform, he_uniform, he_normal)
     losses        softmax cross-entropy from logits, the L2 penalty
     optim         SGD (momentum, Nesterov) and Adam with Keras's update formulas
     model         build_model(name) -> Model; parameter tables; save_npz / load_npz

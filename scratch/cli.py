@@ -1,15 +1,20 @@
 """What every twinnet command line shares: argument types, the optimizer flags, safe writes.
 
-    parser.add_argument("--epochs", type=positive_int)     # "--epochs 0" ->
+    parser.add_argument("--epochs", type=epoch_count)      # "--epochs 0" ->
     # error: argument --epochs: must be a positive integer, got '0'
+    parser.add_argument("--json", type=output_file)        # "--json runs/" ->
+    # error: argument --json: 'runs/' is a folder, expected a file name
     add_optimizer_args(parser)                             # --optimizer --lr --momentum --nesterov
     args = parser.parse_args(argv)
     check_optimizer_args(parser, args)                     # the rules between those flags
     write_json(path, report)                               # the whole file or the old one
 
-The argument types refuse nan and inf: a learning rate of nan trains nothing and
-reports nothing useful. Plain Python apart from the learning-rate defaults, which
-live beside the optimizers in scratch.optim; TensorFlow-free, so both sides use it.
+Bad input is refused while the arguments are parsed, before any work: the number
+types refuse nan and inf (a learning rate of nan trains nothing and reports nothing
+useful), the path types refuse an output that could not be written at the end of a
+long run, the model type a network too big to build. Plain Python apart from the
+learning-rate defaults (scratch.optim) and the model sizes (scratch.zoo);
+TensorFlow-free, so both sides use it and bad arguments are refused before TensorFlow loads.
 """
 from __future__ import annotations
 
@@ -19,13 +24,22 @@ import math
 import os
 from pathlib import Path
 
+from scratch import zoo
 from scratch.optim import DEFAULT_LR
+
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 60_000  # MNIST's whole training set: a larger batch is that same batch
+MAX_SEED = 2**32 - 1  # NumPy's and Keras's global seeds are 32-bit
+MAX_PARAMS = 100_000_000  # 400 MB per float32 copy; the zoo's largest model has 545,810
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def atomic_write(path, write) -> None:
     """Call write(binary file) on a temporary file next to `path`, then os.replace it
-    onto `path`: a crash mid-write leaves the previous file intact, never half a file."""
+    onto `path`: a crash mid-write leaves the previous file intact, never half a file.
+    Creates the folder."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -39,8 +53,6 @@ def atomic_write(path, write) -> None:
 
 def write_json(path, data) -> None:
     """`data` as JSON (indent 2, a final newline), written atomically; creates the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(data, indent=2) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
@@ -77,6 +89,82 @@ def nonnegative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     return _parse(text, float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+def at_most(kind, maximum: int):
+    """The argparse type `kind` (positive_int, ...) refusing values above `maximum`."""
+    def parse(text: str) -> int:
+        value = kind(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:,}, got {text!r}")
+        return value
+    return parse
+
+
+epoch_count = at_most(positive_int, MAX_EPOCHS)
+batch_size = at_most(positive_int, MAX_BATCH_SIZE)
+seed_number = at_most(nonnegative_int, MAX_SEED)
+
+
+def model_name(text: str) -> str:
+    """A zoo model name (fc<n> included) with at most MAX_PARAMS parameters, counted from
+    the registry's formulas: a model too big to build is refused without an array made."""
+    name = zoo.name_argument(text)
+    count = zoo.count_params(name)
+    if count > MAX_PARAMS:
+        raise argparse.ArgumentTypeError(f"{name} has {count:,} parameters, more than the "
+                                         f"{MAX_PARAMS:,} twinnet builds")
+    return name
+
+
+# --- paths: what the command will read or write, checked before it starts ------------
+
+
+def _writable_folder(folder: Path) -> None:
+    """Refuse `folder` unless it is, or can be made inside, a folder we may write in."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"'{existing}' is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in '{existing}'")
+
+
+def output_file(text: str) -> Path:
+    """A file the command will write; its missing folders are made when it is written."""
+    path = Path(text)
+    if path.is_dir():  # "" and "." too
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file name")
+    _writable_folder(path.parent)
+    return path
+
+
+def figure_file(text: str) -> Path:
+    """A figure the command will write, named for a format matplotlib writes."""
+    path = output_file(text)
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a name ending in "
+                                         f"{', '.join(FIGURE_SUFFIXES[:-1])} or "
+                                         f"{FIGURE_SUFFIXES[-1]}")
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """A folder the command will write into (made when missing)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a folder")
+    _writable_folder(path)
+    return path
+
+
+def input_file(text: str) -> Path:
+    """A file the command will read."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder, expected a file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    return path
 
 
 # --- the optimizer flags of every command line that trains --------------------------

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scratch import zoo
-from scratch.cli import nonnegative_float, nonnegative_int, positive_int
+from scratch.cli import batch_size, model_name, nonnegative_float, positive_int, seed_number
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model
 from scratch.registry import KINDS
@@ -183,15 +183,15 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scratch.gradcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", metavar="NAME", type=zoo.name_argument,
+    parser.add_argument("names", nargs="*", metavar="NAME", type=model_name,
                         help="zoo models (default: all of them)")
-    parser.add_argument("--batch", type=positive_int, default=2,
+    parser.add_argument("--batch", type=batch_size, default=2,
                         help="random images per check (default 2)")
     parser.add_argument("--entries", type=positive_int, default=20,
                         help="entries checked per parameter array (default 20)")
     parser.add_argument("--l2", type=nonnegative_float, default=0.01,
                         help="L2 factor (default 0.01)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--seed", type=seed_number, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     table = Table(title="analytic vs finite-difference gradients (float64; h=1e-4, "

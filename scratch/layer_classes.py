@@ -1,9 +1,15 @@
-"""Layer objects: `params` and `grads` dicts around the functional pairs, as a Keras
-layer holds its variables.
+"""Layer objects: a layer object = a forward/backward pair + its params, the way a
+Keras layer holds its variables.
 
     layer = Dense(kernel, bias, activation="relu", name="dense_1")
     out = layer.forward(x, training=True)   # keeps what backward needs
     dx = layer.backward(dout)               # fills layer.grads, returns dL/dx
+
+Most kinds need nothing more than their pair of `scratch.layers`, so one
+generic object serves them all: `PairLayer("avgpool2d", pool_size=2)` calls
+`avgpool2d_forward(x, pool_size=2)` and `avgpool2d_backward(dout, cache)`. The
+other classes here exist for what a pair alone cannot do: fuse a ReLU (Dense,
+Conv2D, MaxPool2D, ReLU), move BatchNorm's statistics, draw Dropout's masks.
 
 `params` and `grads` are keyed by Keras variable names ("kernel", "bias",
 "gamma", "beta"); `grads` has the keys of `params` less `non_trainable`.
@@ -42,6 +48,46 @@ class Layer:
     def __repr__(self):
         shapes = ", ".join(f"{k}={v.shape}" for k, v in self.params.items())
         return f"{type(self).__name__}({self.name}{': ' if shapes else ''}{shapes})"
+
+
+class PairLayer(Layer):
+    """A layer object = a forward/backward pair + its params, for any kind whose pair is
+
+        <kind>_forward(x, [params,] **options) -> (out, cache)
+        <kind>_backward(dout, cache) -> {"x": dx, <param name>: its gradient, ...}
+
+    `params` (Keras variable names -> arrays), when the kind has any, go in second, as
+    `dense_forward(x, params)` takes them; `options` are the kind's settings, e.g.
+    pool_size=2. Each function is the fast twin in `scratch.fast_layers` when `fast`
+    and one of that name exists there (a drop-in: same arguments, same numbers, its
+    input left untouched), else the readable one of `scratch.layers`.
+    """
+
+    def __init__(self, kind: str, params: dict | None = None, name: str = "", **options):
+        super().__init__(name)
+        if not hasattr(layers, f"{kind}_forward"):
+            raise ValueError(f"layer kind {kind!r}: scratch.layers has no {kind}_forward")
+        self.kind = kind
+        self.params = dict(params or {})
+        self.options = options
+
+    def function(self, step: str):
+        """`<kind>_<step>` (step "forward" or "backward"): the fast twin if asked for and there."""
+        name = f"{self.kind}_{step}"
+        if self.fast and hasattr(fast_layers, name):
+            return getattr(fast_layers, name)
+        return getattr(layers, name)
+
+    def forward(self, x, training=False):
+        weights = (self.params,) if self.params else ()
+        out, self.cache = self.function("forward")(x, *weights, **self.options)
+        return out
+
+    def backward(self, dout):
+        grads = self.function("backward")(dout, self.cache)
+        dx = grads.pop("x")
+        self.grads = grads
+        return dx
 
 
 class _Affine(Layer):
@@ -99,7 +145,7 @@ class Conv2D(_Affine):
 
     def _forward(self, x):
         if self.fast:
-            return fast_layers.conv2d_forward(x, self.params, self.padding)
+            return fast_layers.conv2d_forward(x, self.params, self.padding, reuse=self.cache)
         return layers.conv2d_forward(x, self.params, self.padding)
 
     def _backward(self, dout):
@@ -132,32 +178,6 @@ class MaxPool2D(Layer):
     def backward(self, dout):
         backward = fast_layers.maxpool2d_backward if self.fast else layers.maxpool2d_backward
         return backward(dout, self.cache)["x"]
-
-
-class AvgPool2D(Layer):
-    """Average pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C)."""
-
-    def __init__(self, pool_size=2, name=""):
-        super().__init__(name)
-        self.pool_size = pool_size
-
-    def forward(self, x, training=False):
-        out, self.cache = layers.avgpool2d_forward(x, self.pool_size)
-        return out
-
-    def backward(self, dout):
-        return layers.avgpool2d_backward(dout, self.cache)["x"]
-
-
-class Flatten(Layer):
-    """(N, ...) -> (N, D); a no-op on already flat (N, D) input."""
-
-    def forward(self, x, training=False):
-        out, self.cache = layers.flatten_forward(x)
-        return out
-
-    def backward(self, dout):
-        return layers.flatten_backward(dout, self.cache)["x"]
 
 
 class ReLU(Layer):

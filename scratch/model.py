@@ -23,51 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from scratch import zoo
-from scratch.cli import atomic_write
+from scratch.cli import atomic_write, input_file, model_name
+from scratch.initializers import INITIALIZERS
 from scratch.layer_classes import BatchNorm, Dropout, MaxPool2D
 from scratch.losses import l2_penalty, softmax_cross_entropy
 from scratch.registry import BuildContext, LayerSpec, kind_of
 
 NPZ_FORMAT = "twinnet-scratch-v1"
-
-
-# --- initialisation (Keras's initializers, with a numpy Generator) ---------
-
-
-def fans(shape):
-    """(fan_in, fan_out) as Keras computes them: dense (D, M) -> (D, M);
-    conv (KH, KW, C, F) -> (KH*KW*C, KH*KW*F)."""
-    receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
-    return shape[-2] * receptive, shape[-1] * receptive
-
-
-def glorot_uniform(rng, shape):
-    """Uniform in [-limit, limit], limit = sqrt(6 / (fan_in + fan_out)) (Keras's default)."""
-    fan_in, fan_out = fans(shape)
-    limit = np.sqrt(6 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, shape)
-
-
-def he_uniform(rng, shape):
-    """Uniform in [-limit, limit], limit = sqrt(6 / fan_in) (He et al. 2015, for ReLU)."""
-    limit = np.sqrt(6 / fans(shape)[0])
-    return rng.uniform(-limit, limit, shape)
-
-
-def he_normal(rng, shape):
-    """Normal with std sqrt(2 / fan_in), truncated at 2 std, like keras HeNormal.
-
-    Keras divides the std by 0.8796, the std of a standard normal cut at +-2,
-    so the truncated values keep variance 2 / fan_in.
-    """
-    std = np.sqrt(2 / fans(shape)[0]) / 0.87962566103423978
-    values = rng.standard_normal(shape)
-    while np.any(bad := np.abs(values) > 2):  # redraw the tails
-        values[bad] = rng.standard_normal(int(bad.sum()))
-    return values * std
-
-
-INITIALIZERS = {"glorot_uniform": glorot_uniform, "he_uniform": he_uniform, "he_normal": he_normal}
 
 
 # --- the model -------------------------------------------------------------
@@ -307,10 +269,14 @@ def read_npz(path) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, expected an .npz file") from None
     except CheckpointError:
         raise
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        reason = str(err).split(". ")[0]
+        # NumPy takes any file it does not recognise for "pickled (object) data"
+        reason = (str(err).split(". ")[0] if zipfile.is_zipfile(path)
+                  else "not a zip archive, as every .npz is")
         raise CheckpointError(f"{path}: not a valid .npz file ({reason})") from None
 
 
@@ -377,19 +343,14 @@ def print_param_table(model: Model, console=None) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scratch.model",
                                      description="Print the parameter table of zoo models.")
-    parser.add_argument("names", nargs="*", metavar="NAME",
+    parser.add_argument("names", nargs="*", metavar="NAME", type=model_name,
                         help=f"zoo model: {', '.join(zoo.model_names())} or fc<n>")
-    parser.add_argument("--file", action="append", default=[], metavar="NPZ",
+    parser.add_argument("--file", action="append", default=[], metavar="NPZ", type=input_file,
                         help="a model saved by `python -m keras_impl.scratch_train --save`")
     args = parser.parse_args(argv)
     if not (args.names or args.file):
         parser.error("nothing to show: give a model NAME or --file NPZ")
-    models = []
-    for name in args.names:
-        try:
-            models.append(build_model(name))
-        except KeyError as err:
-            parser.error(err.args[0])
+    models = [build_model(name) for name in args.names]
     for path in args.file:
         try:
             models.append(load_npz(path))

@@ -6,6 +6,8 @@ project knows about that kind of layer:
     output_shape(spec, shape)     its output shape for an input of `shape` (batch axis omitted)
     param_shapes(spec, shape)     its trainable arrays, {"kernel": (3, 3, 1, 32), "bias": (32,)}
     formula(spec, shape, params)  what the parameter tables print, "3*3*1*32 + 32 = 320"
+    flops(spec, shape)            forward FLOPs per example (2 per multiply-add) and their
+                                  formula, ("2*26*26*9*32", 389376); 0 without a matmul
     make_numpy(spec, params, ctx) the NumPy layer object (scratch/layer_classes.py)
     keras_class, keras_kwargs     the built-in Keras layer, keras.layers.<keras_class>(**kwargs)
     regularizable                 its kernel takes the L2 penalty (unless spec.regularize is off)
@@ -16,7 +18,10 @@ project knows about that kind of layer:
 
 `scratch.zoo` (parameter tables), `scratch.famous`, `scratch.model.build_model`,
 `keras_impl.model` and `keras_impl.export` all read this table, so a new kind is one
-entry here plus its forward/backward pair and layer class (see CONTRIBUTING.md). NumPy only: the
+entry here plus its forward/backward pair in scratch/layers.py (and in
+scratch/fast_layers.py only if it needs a faster one). Its entry's `make_numpy` builds
+the generic `PairLayer(kind, params, name=..., **options)` around that pair; the kinds
+with classes of their own need more than a pair (see CONTRIBUTING.md). NumPy only: the
 Keras side is named by strings and built in keras_impl/model.py.
 """
 from __future__ import annotations
@@ -27,8 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from scratch.layer_classes import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,
-                                   MaxPool2D, ReLU)
+from scratch.layer_classes import BatchNorm, Conv2D, Dense, Dropout, MaxPool2D, PairLayer, ReLU
 
 NO_WEIGHTS = "0 (no weights)"
 
@@ -151,6 +155,22 @@ def pool_output(spec, shape):
     return window_out(h, p, stride=p), window_out(w, p, stride=p), c
 
 
+def no_flops(spec, shape):
+    return "0", 0
+
+
+def dense_flops(spec, shape):
+    """A multiply and an add per weight: 2*D*M."""
+    return f"2*{shape[0]}*{spec.units}", 2 * shape[0] * spec.units
+
+
+def conv2d_flops(spec, shape):
+    """2*Ho*Wo*(KH*KW*C)*F: a multiply and an add per kernel weight per output position."""
+    h, w, f = conv2d_output(spec, shape)
+    k = spec.kernel_size ** 2 * shape[2]
+    return f"2*{h}*{w}*{k}*{f}", 2 * h * w * k * f
+
+
 def batchnorm_formula(spec, shape, params):
     c = shape[-1]
     return f"2*{c} trainable (+ 2*{c} moving stats)"
@@ -169,6 +189,7 @@ class LayerKind:
     output_shape: Callable = same_shape
     param_shapes: Callable = no_params
     formula: Callable = weights_formula
+    flops: Callable = no_flops
     regularizable: bool = False
     piecewise_linear: bool = False
     flat_input: bool = False  # needs (N, features) input, as dense does
@@ -189,6 +210,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
     LayerKind(
         "dense", example=LayerSpec("dense", units=8, activation="relu"),
         output_shape=lambda spec, shape: (spec.units,), param_shapes=dense_params,
+        flops=dense_flops,
         make_numpy=lambda spec, p, ctx: Dense(ctx.kernel(p["kernel"]), ctx.zeros(p["bias"]),
                                               spec.activation, name=ctx.name),
         keras_class="Dense",
@@ -208,7 +230,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
     LayerKind(
         "flatten", example=LayerSpec("flatten"),
         output_shape=lambda spec, shape: (math.prod(shape),), formula=flatten_formula,
-        make_numpy=lambda spec, p, ctx: Flatten(name=ctx.name),
+        make_numpy=lambda spec, p, ctx: PairLayer("flatten", name=ctx.name),
         keras_class="Flatten",
         keras_3_5_config_keys=("data_format", "dtype", "name", "trainable")),
     LayerKind(
@@ -218,7 +240,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
         keras_3_5_config_keys=("dtype", "name", "noise_shape", "rate", "seed", "trainable")),
     LayerKind(
         "conv2d", example=LayerSpec("conv2d", filters=4, kernel_size=3, activation="relu"),
-        output_shape=conv2d_output, param_shapes=conv2d_params,
+        output_shape=conv2d_output, param_shapes=conv2d_params, flops=conv2d_flops,
         make_numpy=lambda spec, p, ctx: Conv2D(ctx.kernel(p["kernel"]), ctx.zeros(p["bias"]),
                                                spec.padding, spec.activation, name=ctx.name),
         keras_class="Conv2D",
@@ -240,7 +262,8 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
     LayerKind(
         "avgpool2d", example=LayerSpec("avgpool2d", pool_size=2),
         output_shape=pool_output,
-        make_numpy=lambda spec, p, ctx: AvgPool2D(spec.pool_size, name=ctx.name),
+        make_numpy=lambda spec, p, ctx: PairLayer("avgpool2d", name=ctx.name,
+                                                  pool_size=spec.pool_size),
         keras_class="AveragePooling2D", keras_kwargs=lambda spec: {"pool_size": spec.pool_size},
         keras_3_5_config_keys=POOLING_KEYS),
     LayerKind(

@@ -89,12 +89,12 @@ ARCHITECTURES: dict[str, list[LayerSpec]] = {
     "best": [*conv_bn(32), *conv_bn(32), pool(2), *conv_bn(64), *conv_bn(64), pool(2),
              FLATTEN, dense(128, activation=None), batchnorm(), RELU, dropout(0.4),
              logits()],
-    # LeNet-5 (LeCun et al. 1998) as Keras tutorials build it: 'same' padding on 28x28 in
-    # place of the paper's 32x32, ReLU, plain average pooling, every C3 map reading all six
-    # S2 maps, C5 as the dense 400 -> 120 it amounts to, dense logits instead of RBF
-    # units: 61,706 parameters (scratch.famous counts the paper's 60,840).
-    "lenet5": [conv(6, 5, padding="same"), avgpool(2), conv(16, 5), avgpool(2), FLATTEN,
-               dense(120), dense(84), logits()],
+    # LeNet-5's layout (LeCun et al. 1998) as Keras tutorials build it: 'same' padding on
+    # 28x28 in place of the paper's 32x32, ReLU, plain average pooling, every C3 map reading
+    # all six S2 maps, C5 as the dense 400 -> 120 it amounts to, dense logits instead of RBF
+    # units: 61,706 parameters. (The paper's own net is scratch.famous's "lenet5", 60,840.)
+    "lenet": [conv(6, 5, padding="same"), avgpool(2), conv(16, 5), avgpool(2), FLATTEN,
+              dense(120), dense(84), logits()],
 }
 
 _FC_NAME = re.compile(r"fc(\d+)$")

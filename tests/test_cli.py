@@ -35,6 +35,53 @@ def test_types_refuse_nan_inf_and_out_of_range_in_one_wording(kind):
         assert str(info.value) == f"must be {wanted}, got {text!r}"
 
 
+def test_bounded_types_name_their_limit():
+    assert cli.epoch_count(str(cli.MAX_EPOCHS)) == cli.MAX_EPOCHS
+    assert cli.seed_number(str(2**32 - 1)) == 2**32 - 1
+    for kind, text, wanted in [(cli.epoch_count, "100000000000000000000", "at most 10,000"),
+                               (cli.seed_number, str(2**32), "at most 4,294,967,295"),
+                               (cli.epoch_count, "0", "a positive integer"),
+                               (cli.seed_number, "nan", "an integer >= 0")]:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            kind(text)
+        assert str(info.value) == f"must be {wanted}, got {text!r}"
+
+
+def test_model_name_counts_a_model_too_big_to_build_without_building_it():
+    assert cli.model_name("fc128") == "fc128" and cli.model_name("convnet") == "convnet"
+    huge = "fc100000000000"  # 795 n + 10 parameters: 570 TiB of float64 weights
+    with pytest.raises(argparse.ArgumentTypeError, match="79,500,000,000,010 parameters"):
+        cli.model_name(huge)
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown model 'resnet'"):
+        cli.model_name("resnet")
+
+
+def test_path_types_refuse_what_cannot_be_written_or_read(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    refused = [
+        (cli.output_file, "folder", "'{}' is a folder, expected a file name"),
+        (cli.output_file, "file.txt/run.json", "'{}' is a file, not a folder"),
+        (cli.output_folder, "file.txt", "'{}' is a file, expected a folder"),
+        (cli.output_folder, "file.txt/sub", "'{}' is a file, not a folder"),
+        (cli.figure_file, "plot.txt", "'{}': expected a name ending in .png, .pdf or .svg"),
+        (cli.figure_file, "folder", "'{}' is a folder, expected a file name"),
+        (cli.input_file, "folder", "'{}' is a folder, expected a file"),
+        (cli.input_file, "missing.json", "'{}': no such file"),
+    ]
+    for kind, name, message in refused:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            kind(str(tmp_path / name))
+        named = tmp_path / ("file.txt" if "is a file, not" in message else name)
+        assert str(info.value) == message.format(named), (kind.__name__, name)
+    # what will be made: missing folders are fine
+    assert cli.output_file(str(tmp_path / "new" / "run.json")) == tmp_path / "new" / "run.json"
+    assert cli.output_folder(str(tmp_path / "new" / "logs")) == tmp_path / "new" / "logs"
+    assert cli.figure_file(str(tmp_path / "plot.PDF")) == tmp_path / "plot.PDF"
+    assert cli.input_file(str(tmp_path / "file.txt")) == tmp_path / "file.txt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]  # none made
+
+
 def test_a_refused_value_is_one_line_naming_the_flag(capsys):
     parser = argparse.ArgumentParser(prog="prog")
     cli.add_optimizer_args(parser)
@@ -50,6 +97,12 @@ def test_write_json_is_indented_with_a_final_newline_and_creates_the_folder(tmp_
     cli.write_json(path, {"b": [1, 2.5], "a": None})
     assert path.read_text() == '{\n  "b": [\n    1,\n    2.5\n  ],\n  "a": null\n}\n'
     assert os.listdir(path.parent) == ["report.json"]  # no temporary file left behind
+
+
+def test_atomic_write_creates_the_folder(tmp_path):
+    path = tmp_path / "a" / "b" / "weights.bin"
+    cli.atomic_write(path, lambda f: f.write(b"\x00\x01"))
+    assert path.read_bytes() == b"\x00\x01" and os.listdir(path.parent) == ["weights.bin"]
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path):

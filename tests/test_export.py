@@ -224,11 +224,11 @@ def cli_error_cases(tmp_path):
         "missing": (["--model-path", str(tmp_path / "nope.keras"), "--h5", str(out)],
                     "nope.keras: no such file"),
         "corrupt keras": (["--model-path", str(tmp_path / "corrupt.keras"), "--h5", str(out)],
-                          "corrupt.keras: cannot load as a Keras model"),
+                          "corrupt.keras: cannot load a Keras model"),
         "corrupt h5": (["--model-path", str(tmp_path / "corrupt.h5"), "--h5", str(out)],
-                       "corrupt.h5: cannot load as a Keras model"),
+                       "corrupt.h5: cannot load a Keras model"),
         "wrong suffix": (["--model-path", str(tmp_path / "model.txt"), "--h5", str(out)],
-                         "expected a .keras or .h5 file"),
+                         "expected a .keras or .h5 model file"),
         "not zoo": (["--model-path", str(good), "--h5", str(out)],
                     "'mystery' is not a twinnet zoo model"),
         "out not h5": (["--model-path", str(good), "--h5", str(tmp_path / "out.keras")],
@@ -260,7 +260,7 @@ def test_cli_process_prints_no_traceback(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "corrupt.keras: cannot load as a Keras model" in result.stderr.strip().splitlines()[-1]
+    assert "corrupt.keras: cannot load a Keras model" in result.stderr.strip().splitlines()[-1]
 
 
 # --- grader_check ----------------------------------------------------------------------------

@@ -88,6 +88,54 @@ def test_conv2d_equals_readable(dtype, kernel_size, padding, channels):
                        ("kernel", "bias"))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv2d_in_chunks_of_images_equals_readable(dtype, padding, monkeypatch):
+    """A batch of 5 split into chunks of 1 or 2 images (CHUNK_BYTES below one image's
+    rows, then between one and two): forward, dx and the kernel gradient all still
+    equal the readable layer's."""
+    rng = np.random.default_rng(14)
+    x = rand(rng, (5, 6, 7, 3), dtype)
+    params = {"kernel": rand(rng, (3, 3, 3, 4), dtype), "bias": rand(rng, 4, dtype)}
+    out, cache = L.conv2d_forward(x, params, padding)
+    dout = rand(rng, out.shape, dtype)
+    readable = L.conv2d_backward(dout, cache)
+    image_rows_bytes = out[0, ..., 0].size * (3 * 3 * 3 + 1) * np.dtype(dtype).itemsize
+    for chunk_bytes in (1, image_rows_bytes * 3 // 2):
+        monkeypatch.setattr(F, "CHUNK_BYTES", chunk_bytes)
+        assert len(F.image_chunks(5, image_rows_bytes)) == (5 if chunk_bytes == 1 else 3)
+        fast_out, fast_cache = F.conv2d_forward(x, params, padding)
+        assert_close(fast_out, out, dtype)
+        assert_grads_close(F.conv2d_backward(dout, fast_cache), readable, dtype,
+                           ("x", "kernel", "bias"))
+
+
+def test_conv2d_refills_the_cols_of_a_dead_cache_of_the_same_shape_only():
+    rng = np.random.default_rng(15)
+    x1, x2 = rand(rng, (2, 6, 6, 3), np.float32), rand(rng, (2, 6, 6, 3), np.float32)
+    params = {"kernel": rand(rng, (3, 3, 3, 4), np.float32), "bias": rand(rng, 4, np.float32)}
+    _, cache1 = F.conv2d_forward(x1, params)
+    out2, cache2 = F.conv2d_forward(x2, params, reuse=cache1)
+    assert cache2[0] is cache1[0]  # the same buffer, refilled with x2's patches
+    fresh_out, fresh_cache = F.conv2d_forward(x2, params)
+    assert np.array_equal(out2, fresh_out) and np.array_equal(cache2[0], fresh_cache[0])
+    _, smaller = F.conv2d_forward(x2[:1], params, reuse=cache2)  # another batch size
+    _, readable = L.conv2d_forward(x2, params)  # (xp, ...): never taken for cols
+    assert smaller[0] is not cache2[0]
+    assert F.conv2d_forward(x2, params, reuse=readable)[1][0] is not readable[0]
+
+
+@pytest.mark.parametrize("n, bytes_per_image", [(128, 666_000), (5, 10**9), (7, 1), (1, 1)])
+def test_image_chunks_cover_the_batch_in_near_equal_chunks(n, bytes_per_image):
+    chunks = F.image_chunks(n, bytes_per_image)
+    assert chunks[0].start == 0 and chunks[-1].stop == n
+    assert all(a.stop == b.start for a, b in zip(chunks, chunks[1:]))
+    sizes = [c.stop - c.start for c in chunks]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1  # no small last chunk
+    assert max(sizes) * bytes_per_image >= F.CHUNK_BYTES or len(chunks) == 1
+    assert len(chunks) == 1 or min(sizes) * bytes_per_image >= F.CHUNK_BYTES // 2
+
+
 def test_conv2d_rejects_wrong_channel_count_and_padding_like_readable():
     with pytest.raises(ValueError, match="channels"):
         F.conv2d_forward(np.zeros((1, 5, 5, 2)), {"kernel": np.zeros((3, 3, 1, 4)),

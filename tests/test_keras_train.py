@@ -19,13 +19,16 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from keras_impl import export
 from keras_impl import test as keras_test
 from keras_impl import train, train_cli
 from keras_impl.checkpoints import Checkpoints
+from keras_impl.interrupts import Terminated, interrupts_deferred, sigterm_as_interrupt
 from keras_impl.model import build_sequential, build_twinnet
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
 from keras_impl.optimizers import make_optimizer
 from keras_impl.summaries import MISCLASSIFIED_SHOWN, label_digits
+from scratch import zoo
 from scratch.optim import DEFAULT_LR
 from helpers import run_command, write_idx_folder
 
@@ -55,15 +58,45 @@ def batches(x, y, batch=BATCH):
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
 
 
-def train_and_val(overflow=False):
-    """Learnable training batches; validation with random labels, so plenty misclassified."""
-    x_val, _ = learnable(64, seed=1)
+def reshuffled(x, y, batch=BATCH):
+    """Batches in a new seeded order for every iterator, as make_dataset's training split."""
+    return (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(y), seed=0, reshuffle_each_iteration=True).batch(batch))
+
+
+def train_and_val(overflow=False, images=False):
+    """Learnable training batches, reshuffled every epoch; validation with random labels,
+    so plenty misclassified. `images`: (B, 28, 28, 1) instead of (B, 784)."""
+    (x, y), (x_val, _) = learnable(overflow=overflow), learnable(64, seed=1)
+    if images:
+        x, x_val = x.reshape(-1, 28, 28, 1), x_val.reshape(-1, 28, 28, 1)
     y_val = np.random.default_rng(2).integers(0, 10, size=64).astype(np.int32)
-    return batches(*learnable(overflow=overflow)), batches(x_val, y_val)
+    return reshuffled(x, y), batches(x_val, y_val)
 
 
-def ctrl_c_after_call(monkeypatch, n):
-    """KeyboardInterrupt as fit_custom's n-th train_steps call returns: where a real
+def saved_state(logdir):
+    """({variable name: array} of the run's latest checkpoint, its per-epoch records
+    without their timings): what a resumed run must reproduce bit for bit."""
+    reader = tf.train.load_checkpoint(str(Path(logdir) / "checkpoints"))
+    names = [name for name in reader.get_variable_to_shape_map()
+             if not name.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))]
+    history = json.loads(reader.get_tensor("history/.ATTRIBUTES/VARIABLE_VALUE"))
+    state = {name: reader.get_tensor(name) for name in names if not name.startswith("history")}
+    return state, [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def assert_same_state(logdir, reference_logdir):
+    (state, history), (expected, expected_history) = (saved_state(logdir),
+                                                      saved_state(reference_logdir))
+    assert state.keys() == expected.keys()
+    assert any("optimizer/_iterations" in name for name in state)
+    for name, array in expected.items():
+        np.testing.assert_array_equal(state[name], array, err_msg=name)
+    assert history == expected_history
+
+
+def ctrl_c_after_call(monkeypatch, n, signum=signal.SIGINT):
+    """The signal `signum` as fit_custom's n-th train_steps call returns: where a real
     Ctrl-C surfaces, since Python handles signals only between tf.function calls."""
     make = train.make_train_steps
 
@@ -74,12 +107,21 @@ def ctrl_c_after_call(monkeypatch, n):
             losses = train_steps(iterator, max_steps)
             calls.append(len(losses))
             if len(calls) == n:
-                raise KeyboardInterrupt
+                signal.raise_signal(signum)
             return losses
 
         return interrupted
 
     monkeypatch.setattr(train, "make_train_steps", make_interrupted)
+
+
+def ctrl_c_at_step(monkeypatch, step, signum=signal.SIGINT):
+    """The signal `signum` when fit()'s optimizer has taken `step` steps."""
+    def interrupt(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == step:
+            signal.raise_signal(signum)
+
+    monkeypatch.setattr(train._FitTracker, "on_train_batch_end", interrupt)
 
 
 def accumulator(folder):
@@ -105,20 +147,21 @@ def steps(acc, tag):
 
 
 def run_custom(logdir, epochs, train_ds=None, val_ds=None, resume=False, l2=0.0,
-               steps_per_call=STEPS_PER_CALL):
+               steps_per_call=STEPS_PER_CALL, name="fc16"):
+    """A fresh process's run in miniature: seed, model and datasets made anew."""
     keras.utils.set_random_seed(0)
-    model = build_twinnet("fc16", l2=l2)
-    default_train, default_val = train_and_val()
+    model = build_twinnet(name, l2=l2)
+    default_train, default_val = train_and_val(images=zoo.has_conv(name))
     result = train.fit_custom(model, train_ds or default_train, val_ds or default_val,
                               epochs=epochs, optimizer=make_optimizer("adam"),
                               logdir=logdir, resume=resume, steps_per_call=steps_per_call)
     return model, result
 
 
-def run_fit(logdir, epochs, train_ds=None, resume=False):
+def run_fit(logdir, epochs, train_ds=None, resume=False, name="fc16"):
     keras.utils.set_random_seed(0)
-    model = build_sequential("fc16")
-    default_train, val_ds = train_and_val()
+    model = build_sequential(name)
+    default_train, val_ds = train_and_val(images=zoo.has_conv(name))
     result = train.fit_baseline(model, train_ds or default_train, val_ds, epochs=epochs,
                                 optimizer=make_optimizer("adam"), logdir=logdir,
                                 resume=resume)
@@ -237,24 +280,105 @@ def test_label_digits_shows_each_digit_under_a_caption():
     assert not np.array_equal(out[0, :14], out[1, :14])  # ... that names the labels
 
 
-def test_interrupt_then_resume_ends_at_requested_epoch_with_continuous_steps(tmp_path,
-                                                                            monkeypatch):
+def test_interrupt_then_resume_keeps_the_event_files_continuous(tmp_path, monkeypatch):
     # 2 steps per call: 4 calls per epoch of 7 batches, so call 10 is epoch 3's second.
     ctrl_c_after_call(monkeypatch, 10)
     _, first = run_custom(tmp_path, epochs=4, steps_per_call=2)
     assert first["status"] == "interrupted" and first["epoch"] == 3
     assert [e["epoch"] for e in first["epochs"]] == [1, 2]
-    assert first["step"] == 2 * STEPS + 4  # the steps of the interrupted epoch are kept
+    assert first["step"] == 2 * STEPS  # epoch 3's steps are dropped, to be run again
+    assert first["checkpoint"].endswith("ckpt-2")
 
     monkeypatch.undo()
-    model, second = run_custom(tmp_path, epochs=4, resume=True)
+    _, second = run_custom(tmp_path, epochs=4, resume=True)
     assert second["status"] == "completed" and second["epoch"] == 4
-    assert [e["epoch"] for e in second["epochs"]] == [3, 4]
-    assert second["step"] == first["step"] + 2 * STEPS
+    assert [e["epoch"] for e in second["epochs"]] == [1, 2, 3, 4]
+    assert second["resumed_from"] == 2 and second["step"] == 4 * STEPS
     tr = accumulator(tmp_path / "train")
-    assert steps(tr, "batch_loss") == list(range(1, second["step"] + 1))
+    losses = {}
+    for event in tr.Tensors("batch_loss"):
+        losses.setdefault(event.step, set()).add(float(tf.make_ndarray(event.tensor_proto)))
+    assert sorted(losses) == list(range(1, second["step"] + 1))
+    # Epoch 3's first 4 steps are logged twice, before the Ctrl-C and after: the same losses.
+    assert len(tr.Tensors("batch_loss")) == second["step"] + 4
+    assert all(len(values) == 1 for values in losses.values())
     assert steps(tr, "epoch_loss") == [0, 1, 2, 3]
     assert graph_events(tmp_path / "train") == 1  # not again on --resume
+
+
+# --- resume: bit for bit an uninterrupted run --------------------------------------------
+
+RUNS = {"custom": run_custom, "fit": run_fit}
+
+
+@pytest.mark.parametrize("loop, name", [("custom", "fc16"), ("fit", "fc16"),
+                                        ("custom", "best"), ("fit", "best")])
+def test_resume_after_a_clean_stop_equals_an_uninterrupted_run(tmp_path, loop, name):
+    """N epochs at once, and one epoch per call with resume: the same batches in the same
+    order, steps, weights, optimizer state and records, to the last bit. ("best" adds
+    BatchNorm's moving statistics and dropout's seed state to what must carry over.)"""
+    run, epochs = RUNS[loop], 3 if name == "fc16" else 2
+    _, whole = run(tmp_path / "whole", epochs=epochs, name=name)
+    for epoch in range(1, epochs + 1):
+        _, part = run(tmp_path / "parts", epochs=epoch, resume=epoch > 1, name=name)
+        assert part["status"] == "completed" and part["resumed_from"] == epoch - 1
+    assert part["step"] == whole["step"] == epochs * STEPS
+    assert [e["epoch"] for e in part["epochs"]] == list(range(1, epochs + 1))
+    assert_same_state(tmp_path / "parts", tmp_path / "whole")
+
+
+def test_the_control_resuming_in_the_first_epochs_order_would_differ(tmp_path, monkeypatch):
+    """Without skipping the shuffles of the epochs done, the test above fails."""
+    run_custom(tmp_path / "whole", epochs=2)
+    monkeypatch.setattr(train, "skip_shuffles", lambda dataset, iterators: None)
+    run_custom(tmp_path / "parts", epochs=1)
+    run_custom(tmp_path / "parts", epochs=2, resume=True)
+    with pytest.raises(AssertionError):
+        assert_same_state(tmp_path / "parts", tmp_path / "whole")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("loop", RUNS)
+@pytest.mark.parametrize("stopped_epoch", [1, 2])
+def test_an_interrupted_epoch_is_run_again_from_its_start(tmp_path, monkeypatch, loop, signum,
+                                                          stopped_epoch):
+    """Ctrl-C or SIGTERM in the middle of an epoch: the run stops with the model as the
+    last checkpoint left it (the run's start, in epoch 1), and resume ends exactly where
+    an uninterrupted run ends."""
+    _, whole = RUNS[loop](tmp_path / "whole", epochs=3)
+    if loop == "custom":  # 2 steps per call: call 4k + 2 is in the middle of epoch k + 1
+        ctrl_c_after_call(monkeypatch, 4 * (stopped_epoch - 1) + 2, signum)
+        _, stopped = run_custom(tmp_path / "parts", epochs=3, steps_per_call=2)
+    else:
+        ctrl_c_at_step(monkeypatch, (stopped_epoch - 1) * STEPS + 3, signum)
+        _, stopped = run_fit(tmp_path / "parts", epochs=3)
+    done = stopped_epoch - 1
+    assert stopped["status"] == "interrupted" and stopped["epoch"] == stopped_epoch
+    assert stopped["signal"] == signal.Signals(signum).name
+    assert stopped["step"] == done * STEPS and len(stopped["epochs"]) == done
+    assert stopped["checkpoint"].endswith(f"ckpt-{done}")
+
+    monkeypatch.undo()
+    _, resumed = RUNS[loop](tmp_path / "parts", epochs=3, resume=True)
+    assert resumed["status"] == "completed" and resumed["resumed_from"] == done
+    assert resumed["step"] == whole["step"]
+    assert_same_state(tmp_path / "parts", tmp_path / "whole")
+
+
+def test_a_signal_during_a_checkpoint_write_acts_after_it():
+    before = signal.getsignal(signal.SIGTERM)
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+            written.append("ckpt-1")
+    with pytest.raises(Terminated):
+        with sigterm_as_interrupt(), interrupts_deferred():
+            signal.raise_signal(signal.SIGTERM)
+            written.append("ckpt-2")
+    assert written == ["ckpt-1", "ckpt-2"]
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
 
 
 def test_resume_restores_weights_and_optimizer_state(tmp_path):
@@ -262,7 +386,7 @@ def test_resume_restores_weights_and_optimizer_state(tmp_path):
     restored = build_twinnet("fc16")
     optimizer = make_optimizer("adam")
     ckpts = Checkpoints(restored, optimizer, tmp_path / "checkpoints")
-    assert ckpts.restore() == 2
+    assert [record["epoch"] for record in ckpts.restore()] == [1, 2]
     assert ckpts.step == 2 * STEPS
     for a, b in zip(model.weights, restored.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -280,7 +404,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
     assert bad["checkpoint"] == good["checkpoint"]
     restored = build_twinnet("fc16") if run is run_custom else build_sequential("fc16")
     ckpts = Checkpoints(restored, make_optimizer("adam"), tmp_path / "checkpoints")
-    assert ckpts.restore() == 1
+    assert len(ckpts.restore()) == 1
     assert all(np.isfinite(v.numpy()).all() for v in restored.weights)
 
 
@@ -288,27 +412,15 @@ def test_fit_loop_events_checkpoints_and_resume(tmp_path):
     model, first = run_fit(tmp_path, epochs=2)
     assert first["status"] == "completed" and first["step"] == 2 * STEPS
     _, second = run_fit(tmp_path, epochs=3, resume=True)
-    assert [e["epoch"] for e in second["epochs"]] == [3]
+    assert [e["epoch"] for e in second["epochs"]] == [1, 2, 3] and second["resumed_from"] == 2
+    assert second["epochs"][:2] == first["epochs"]  # the history carries over
     assert second["step"] == 3 * STEPS
-    assert second["seconds_per_epoch"] == second["epochs"][0]["seconds"]  # this call's epoch
+    assert second["seconds_per_epoch"] == pytest.approx(
+        np.mean([e["seconds"] for e in second["epochs"]]))
     tr, val = accumulator(tmp_path / "train"), accumulator(tmp_path / "validation")
     assert steps(tr, "epoch_loss") == steps(val, "epoch_loss") == [0, 1, 2]
     histograms = plugin_tags(tr, "histograms")
     assert len(histograms) == len(model.weights) == 4
-
-
-def test_fit_loop_interrupt_saves_a_checkpoint(tmp_path, monkeypatch):
-    def ctrl_c_at_step_9(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) == 9:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train._FitTracker, "on_train_batch_end", ctrl_c_at_step_9)
-    _, result = run_fit(tmp_path, epochs=3)
-    assert result["status"] == "interrupted" and result["epoch"] == 2
-    assert result["step"] == 9
-    ckpts = Checkpoints(build_sequential("fc16"), make_optimizer("adam"),
-                              tmp_path / "checkpoints")
-    assert ckpts.restore() == 1 and ckpts.step == 9
 
 
 # The command line, on a small generated MNIST folder (labels 0..9 cycling, random pixels).
@@ -328,41 +440,80 @@ def quick_args(data_dir, logdir, *extra):
 
 
 @pytest.mark.parametrize("loop", ["custom", "fit"])
-def test_cli_trains_saves_and_resumes(tmp_path, capsys, fake_mnist, loop):
+def test_cli_trains_saves_and_resumes_as_if_never_stopped(tmp_path, capsys, fake_mnist, loop):
+    """make_dataset's reshuffled, augmented batches: 1 epoch, then --resume to 2, ends as
+    2 epochs at once do, and --json holds both epochs."""
     logdir, summary = tmp_path / "run", tmp_path / "out" / "summary.json"
-    args = quick_args(fake_mnist, logdir, "--loop", loop, "--json", summary)
-    assert cli(*args, "--epochs", 2) == 0
+    args = quick_args(fake_mnist, logdir, "--loop", loop, "--augment", "--json", summary)
+    assert cli(*args, "--epochs", 1) == 0
     out = capsys.readouterr().out
     assert f"tensorboard --logdir {logdir}" in out
     result = json.loads(summary.read_text())
-    assert [e["epoch"] for e in result["epochs"]] == [1, 2]
-    assert result["seconds_per_epoch"] == pytest.approx(np.mean([e["seconds"]
-                                                                 for e in result["epochs"]]))
-    assert result["config"]["loop"] == loop and result["step"] == 2 * 4
+    assert [e["epoch"] for e in result["epochs"]] == [1]
+    assert result["config"]["loop"] == loop and result["step"] == 4
     for path in result["saved"].values():
         assert Path(path).is_file() and Path(path).parent == logdir
     assert keras_test.load_model(logdir / "model.h5").input_shape == (None, 784)
 
-    assert cli(*args, "--epochs", 3, "--resume") == 0
+    assert cli(*args, "--epochs", 2, "--resume") == 0
     result = json.loads(summary.read_text())
-    assert [e["epoch"] for e in result["epochs"]] == [3] and result["step"] == 3 * 4
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2] and result["step"] == 2 * 4
+    assert result["resumed_from"] == 1
+    assert result["seconds_per_epoch"] == pytest.approx(np.mean([e["seconds"]
+                                                                 for e in result["epochs"]]))
+    whole = tmp_path / "whole"
+    assert cli(*quick_args(fake_mnist, whole, "--loop", loop, "--augment", "--epochs", 2)) == 0
+    assert_same_state(logdir, whole)
+    for a, b in zip(keras_test.load_model(whole / "model.keras").weights,
+                    keras_test.load_model(logdir / "model.keras").weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_cli_refuses_to_mix_runs(tmp_path, capsys, fake_mnist):
     logdir = tmp_path / "run"
-    assert cli(*quick_args(fake_mnist, logdir, "--epochs", 1)) == 0
+    assert cli(*quick_args(fake_mnist, logdir, "--epochs", 2)) == 0
     capsys.readouterr()
-    cases = [(quick_args(fake_mnist, logdir, "--epochs", 2), "already holds a run"),
-             (quick_args(fake_mnist, logdir, "--epochs", 2, "--resume", "--optimizer", "sgd"),
-              "was trained with --optimizer adam, not sgd"),
-             (quick_args(fake_mnist, logdir, "--epochs", 2, "--resume", "--lr", 0.01),
-              "was trained with --lr 0.001, not 0.01"),
+    resume = quick_args(fake_mnist, logdir, "--epochs", 3, "--resume")
+    cases = [(quick_args(fake_mnist, logdir, "--epochs", 3), "already holds a run"),
+             ((*resume, "--optimizer", "sgd"), "was trained with --optimizer adam, not sgd"),
+             ((*resume, "--lr", 0.01), "was trained with --lr 0.001, not 0.01"),
+             ((*resume, "--seed", 1), "was trained with --seed 0, not 1"),
+             ((*resume, "--limit", 32), "was trained with --limit 64, not 32"),
+             (quick_args(fake_mnist, logdir, "--epochs", 1, "--resume"),
+              "ckpt-2: holds 2 completed epochs, more than the 1 asked for"),
              (quick_args(fake_mnist, tmp_path / "empty", "--epochs", 2, "--resume"),
               "no checkpoint to resume from")]
     for args, message in cases:
         assert cli(*args) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_cli_resume_of_a_finished_run_writes_the_model_files_again(tmp_path, capsys,
+                                                                    fake_mnist, monkeypatch):
+    """Ctrl-C while the .h5 is written: one line, no partial files; the training is
+    checkpointed, and --resume with the same --epochs only writes the files."""
+    logdir, summary = tmp_path / "run", tmp_path / "summary.json"
+    args = quick_args(fake_mnist, logdir, "--epochs", 1, "--json", summary)
+
+    def interrupted(config):
+        raise KeyboardInterrupt  # inside keras_impl.export.write_h5, its .tmp.h5 written
+
+    monkeypatch.setattr(export, "keras_3_5_config", interrupted)
+    assert cli(*args) == 128 + signal.SIGINT
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted while writing the model files") and "\n" not in err
+    assert "ckpt-1 holds 1 epochs" in err and "--resume" in err
+    assert json.loads(summary.read_text())["status"] == "interrupted"
+    assert not [p for p in logdir.iterdir() if "tmp" in p.name or "partial" in p.name]
+    assert not (logdir / "model.h5").exists()
+
+    monkeypatch.undo()
+    assert cli(*args, "--resume") == 0
+    assert "nothing to train (1 of 1 epochs done)" in capsys.readouterr().out
+    result = json.loads(summary.read_text())
+    assert result["status"] == "completed" and [e["epoch"] for e in result["epochs"]] == [1]
+    assert (logdir / "model.h5").is_file() and result["step"] == 4
 
 
 def test_cli_sgd_momentum_is_trained_with_and_checked_on_resume(tmp_path, capsys, fake_mnist):
@@ -448,34 +599,35 @@ def test_cli_missing_data_is_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and "nowhere" in err and "\n" not in err
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, fake_mnist):
+@pytest.mark.parametrize("loop, signum", [("custom", signal.SIGINT), ("fit", signal.SIGTERM)],
+                         ids=["custom-ctrl-c", "fit-sigterm"])
+def test_a_signal_ends_the_command_in_one_line_and_resume_is_exact(tmp_path, fake_mnist, loop,
+                                                                   signum):
+    """The real command, stopped by a real signal at whatever point it reached, then
+    resumed: the same state as an uninterrupted run of as many epochs."""
     logdir = tmp_path / "run"
+    args = quick_args(fake_mnist, logdir, "--loop", loop, "--augment")
     proc = subprocess.Popen([sys.executable, "-m", "keras_impl.train",
-                             *map(str, quick_args(fake_mnist, logdir, "--epochs", 100_000))],
+                             *map(str, args), "--epochs", "10000"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (logdir / "checkpoints" / "checkpoint").exists():
+    while not (logdir / "checkpoints" / "ckpt-2.index").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == train_cli.EXIT_INTERRUPTED, err
+    assert proc.returncode == 128 + signum, err
     assert "Traceback" not in out + err
-    assert "interrupted in epoch" in err and "--resume" in err
+    assert re.fullmatch(r"interrupted in epoch \d+: checkpoint \S+ckpt-\d+ holds \d+ epochs "
+                        r"\(step \d+\); continue with the same command plus --resume\n", err)
 
-    ckpts = Checkpoints(build_twinnet("fc8"), make_optimizer("adam"),
-                              logdir / "checkpoints")
-    done, step = ckpts.restore(), ckpts.step
-    assert done >= 1 and step >= done * 4
-    summary = tmp_path / "summary.json"
-    assert cli(*quick_args(fake_mnist, logdir, "--epochs", done + 1, "--resume",
-                           "--json", summary)) == 0
-    result = json.loads(summary.read_text())
-    assert [e["epoch"] for e in result["epochs"]] == [done + 1]
-    assert result["step"] == step + 4
-    tr = accumulator(logdir / "train")
-    assert steps(tr, "batch_loss") == list(range(1, step + 5))
+    done = len(saved_state(logdir)[1])
+    assert done >= 2
+    assert cli(*args, "--epochs", done + 1, "--resume") == 0
+    whole = tmp_path / "whole"
+    assert cli(*quick_args(fake_mnist, whole, "--loop", loop, "--augment"),
+               "--epochs", done + 1) == 0
+    assert_same_state(logdir, whole)
 
 
 def test_fc128_one_epoch_custom_loop_reaches_the_course_bar(keras_fc128_run, tmp_path, capsys):

@@ -7,7 +7,7 @@ images; the largest relative error of every array must stay below
 gradcheck.NETWORK_TOLERANCE = 1e-7 (a wrong gradient lands at 1e-3 and above), every array
 must have an entry checked, and at least MIN_CHECKED_SHARE of all the sampled entries must
 be away from ReLU and max-pool kinks. (Per array the share varies: one entry of a first
-conv layer's bias moves every ReLU downstream of its channel, in lenet5 over 1,500 of
+conv layer's bias moves every ReLU downstream of its channel, in lenet over 1,500 of
 them, and a step of 1e-4 crosses a kink in several of its six entries.)
 """
 import math

@@ -1,5 +1,5 @@
 """scratch.registry: each layer kind's declaration against its NumPy and Keras layers, and
-the avgpool2d kind and lenet5 model added through it (CONTRIBUTING.md's recipe).
+the avgpool2d kind and lenet model added through it (CONTRIBUTING.md's recipe).
 
 Every test over KINDS runs for a new kind without being edited: its declared shapes,
 its NumPy layer against central differences, and against its Keras layer.
@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import compare
 from keras_impl.crosscheck import params, twin
 from keras_impl.model import keras_layer
 from scratch import famous, layers, zoo
 from scratch.gradcheck import grad_rel_error, numeric_gradient
-from scratch.model import INITIALIZERS
+from scratch.initializers import INITIALIZERS
 from scratch.registry import KINDS, BuildContext, LayerSpec, kind_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +138,7 @@ def test_registry_and_zoo_stay_pure_numpy():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-# --- the recipe's proof: avgpool2d, and lenet5 built with it ----------------------------------
+# --- the recipe's proof: avgpool2d, and lenet built with it -----------------------------------
 
 
 def test_avgpool2d_readable_pair_passes_central_differences():
@@ -171,8 +170,8 @@ def test_avgpool2d_twins_keras_average_pooling():
                           tape.gradient(loss, x_tensor).numpy()) <= TWIN_TOLERANCE
 
 
-def test_lenet5_parameter_table_numpy_keras_and_declared():
-    table = params.param_comparison("lenet5")
+def test_lenet_parameter_table_numpy_keras_and_declared():
+    table = params.param_comparison("lenet")
     # LeNet-5's published layer sizes, counted by hand: C1 6 maps of 5x5 on 1 channel,
     # C3 16 maps of 5x5 on all 6, then 16*5*5 = 400 -> 120 -> 84 -> 10.
     by_hand = {"conv2d_0": 5 * 5 * 1 * 6 + 6, "avgpool2d_1": 0, "conv2d_2": 5 * 5 * 6 * 16 + 16,
@@ -193,8 +192,8 @@ def test_lenet5_parameter_table_numpy_keras_and_declared():
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "readable"])
-def test_lenet5_gradients_agree_with_keras(fast):
-    pair = twin.twin_pair("lenet5", "float64", seed=0)
+def test_lenet_gradients_agree_with_keras(fast):
+    pair = twin.twin_pair("lenet", "float64", seed=0)
     pair.numpy_model.fast = fast
     rng = np.random.default_rng(4)
     x, y = rng.uniform(size=(8, 28, 28, 1)), rng.integers(0, 10, size=8)

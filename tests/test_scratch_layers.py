@@ -12,10 +12,11 @@ round-off there.
 import numpy as np
 import pytest
 
+from scratch import fast_layers
 from scratch import layers as L
 from scratch.gradcheck import grad_rel_error, numeric_gradient
-from scratch.layer_classes import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten,
-                                   MaxPool2D, ReLU)
+from scratch.layer_classes import (BatchNorm, Conv2D, Dense, Dropout, MaxPool2D, PairLayer,
+                                   ReLU)
 from scratch.losses import l2_penalty, softmax_cross_entropy
 
 GRAD_TOLERANCE = 1e-7
@@ -425,7 +426,8 @@ def test_layer_classes_fill_grads_and_never_touch_params(fast):
     rng = np.random.default_rng(7)
     conv = Conv2D(rand(rng, 3, 3, 2, 4), rand(rng, 4), "same", "relu", name="conv2d_0")
     dense = Dense(rand(rng, 9, 5), rand(rng, 5), None, name="dense_4")
-    stack = [conv, MaxPool2D(2), AvgPool2D(1), Flatten(), Dropout(0.5, np.random.default_rng(0)),
+    stack = [conv, MaxPool2D(2), PairLayer("avgpool2d", pool_size=1), PairLayer("flatten"),
+             Dropout(0.5, np.random.default_rng(0)),
              Dense(rand(rng, 36, 9), rand(rng, 9), "relu"), dense, ReLU()]
     for layer in stack:
         layer.fast = fast
@@ -447,6 +449,48 @@ def test_layer_classes_fill_grads_and_never_touch_params(fast):
     # the class's ReLU matches the functional pieces
     pre, _ = L.conv2d_forward(x, conv.params, "same")
     np.testing.assert_allclose(conv.forward(x), np.maximum(pre, 0), rtol=1e-12, atol=1e-12)
+
+
+def test_pair_layer_takes_each_fast_twin_only_when_fast_and_one_exists():
+    rng = np.random.default_rng(8)
+    dense = PairLayer("dense", {"kernel": rand(rng, 4, 3), "bias": rand(rng, 3)})
+    # scratch.fast_layers has dense_backward but no dense_forward
+    assert dense.function("forward") is L.dense_forward
+    assert dense.function("backward") is fast_layers.dense_backward
+    dense.fast = False
+    assert dense.function("backward") is L.dense_backward
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_pair_layer_passes_params_second_and_fills_their_grads(fast):
+    rng = np.random.default_rng(9)
+    params = {"kernel": rand(rng, 4, 3), "bias": rand(rng, 3)}
+    saved = {key: value.copy() for key, value in params.items()}
+    layer = PairLayer("dense", params, name="dense_0")
+    layer.fast = fast
+    x, dout = rand(rng, 5, 4), rand(rng, 5, 3)
+
+    def loss():
+        return float(np.sum(layer.forward(x) * dout))
+
+    loss()
+    dx = layer.backward(dout)
+    assert layer.grads.keys() == params.keys()
+    assert grad_rel_error(dx, numeric_gradient(loss, x)) < GRAD_TOLERANCE
+    for key in params:
+        assert grad_rel_error(layer.grads[key],
+                              numeric_gradient(loss, layer.params[key])) < GRAD_TOLERANCE
+        assert np.array_equal(layer.params[key], saved[key])
+
+
+def test_pair_layer_passes_its_options_and_refuses_a_kind_without_a_pair():
+    pool = PairLayer("avgpool2d", pool_size=3)
+    out = pool.forward(np.ones((2, 7, 6, 4)))
+    assert out.shape == (2, 2, 2, 4)
+    assert pool.backward(np.ones_like(out)).sum() == pytest.approx(2 * 2 * 2 * 4)
+    with pytest.raises(ValueError, match="layer kind 'conv3d': scratch.layers has no "
+                                         "conv3d_forward"):
+        PairLayer("conv3d")
 
 
 def test_standalone_relu_leaves_its_work_to_the_next_pooling_layer_only_when_fast():

@@ -11,9 +11,9 @@ import pytest
 from helpers import random_batch
 from scratch import zoo
 from scratch.gradcheck import grad_rel_error, numeric_gradient
+from scratch.initializers import glorot_uniform, he_normal, he_uniform
 from scratch.layer_classes import BatchNorm, Dropout
-from scratch.model import (CheckpointError, build_model, glorot_uniform, he_normal, he_uniform,
-                           load_npz, save_npz)
+from scratch.model import CheckpointError, build_model, load_npz, save_npz
 from scratch.losses import softmax_cross_entropy
 from scratch.optim import SGD, Adam
 

@@ -90,7 +90,7 @@ def bad_npz(tmp_path):
     (["--model", "fc128", "--epochs", "1", "--momentum", "0.9"], "apply to --optimizer sgd"),
     (["--model", "fc128", "--epochs", "1", "--optimizer", "sgd", "--nesterov"],
      "--nesterov needs --momentum > 0"),
-    (["--model", "fc128", "--epochs", "1", "--save", "/no/such/dir/m.npz"], "does not exist"),
+    (["--model", "fc128", "--epochs", "1", "--save", "."], "'.' is a folder, expected a file"),
     (["--model", "fc128", "--epochs", "1", "--resume", "BAD"], "not a valid .npz file"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message, tmp_path, capsys):

@@ -1,12 +1,24 @@
-"""The tutorials: every notebook is committed without outputs and runs top to bottom in fast mode.
+"""The tutorials: every notebook is committed without outputs, runs top to bottom in fast
+mode, and every source it prints shows what its text says the source shows.
 
 The execution tests start one Jupyter kernel per notebook (nbclient) with TWINNET_FAST=1,
 the project folder on PYTHONPATH and a temporary working directory, so the notebooks' own
 files (runs/...) never land in the repository. A failing cell fails the test with the cell
 and its traceback; the notebooks assert their own numbers (1,765 parameters, gradient
 errors, identical weights, ...), so running them checks them.
+
+Printed source. A code cell that shows real code prints `inspect.getsource(X)`. The
+markdown cell right before it says what to look for: from the words "Read it" (or "Read
+them") to the end of that markdown cell, every `code span` must appear in the source
+printed, where `...` in a span stands for any text. So "Read it: `with tf.GradientTape()
+as tape:`" fails the moment the printed function no longer holds its GradientTape. A
+getsource cell whose markdown promises nothing fails too. The source is checked twice:
+imported as the notebook imports it (fast, no MNIST), and as the executed notebook printed it.
 """
+import ast
+import inspect
 import os
+import re
 from pathlib import Path
 
 import nbformat
@@ -18,14 +30,62 @@ ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_from_scratch",
              "05_keras_sequential_fit", "06_subclass_gradienttape_tensorboard",
-             "07_side_by_side", "08_experiments"]
+             "07_side_by_side", "08_experiments", "09_write_your_own_layer", "10_explanations"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
+PROMISE = re.compile(r"\bread (?:it|them)\b", re.IGNORECASE)
+CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 def read(name):
     return nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
+
+
+def shown_objects(cell) -> list[str]:
+    """The expressions X of the `inspect.getsource(X)` calls in a code cell."""
+    return [ast.unparse(node.args[0]) for node in ast.walk(ast.parse(cell.source))
+            if isinstance(node, ast.Call) and node.args
+            and getattr(node.func, "attr", getattr(node.func, "id", None)) == "getsource"]
+
+
+def source_cells(nb) -> list[int]:
+    """Indices of the code cells that print source."""
+    return [i for i, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" and shown_objects(cell)]
+
+
+def promises(nb, index: int) -> list[str]:
+    """The code spans the markdown cell before cell `index` promises its source shows."""
+    text = nb.cells[index - 1].source if nb.cells[index - 1].cell_type == "markdown" else ""
+    start = PROMISE.search(text)
+    return CODE_SPAN.findall(text[start.end():]) if start else []
+
+
+def broken_promises(spans: list[str], source: str) -> list[str]:
+    """The spans `source` does not contain (`...` matches any text, any whitespace matches
+    any whitespace, so a span may wrap across lines of the markdown)."""
+    def pattern(span):
+        pieces = (r"\s+".join(map(re.escape, piece.split())) for piece in span.split("..."))
+        return ".*?".join(pieces)
+    return [span for span in spans if not re.search(pattern(span), source, re.DOTALL)]
+
+
+def notebook_imports(nb, upto: int) -> dict:
+    """A namespace holding what cells 0..upto import (their import statements only)."""
+    namespace: dict = {}
+    for cell in nb.cells[:upto + 1]:
+        if cell.cell_type == "code":
+            imports = [node for node in ast.parse(cell.source).body
+                       if isinstance(node, (ast.Import, ast.ImportFrom))]
+            exec(compile(ast.Module(imports, type_ignores=[]), "<notebook imports>", "exec"),
+                 namespace)
+    return namespace
+
+
+SOURCE_CELLS = [(name, index) for name in NOTEBOOKS for index in source_cells(read(name))]
+READ_THE_CODE = {"03_mlp_from_scratch", "04_cnn_from_scratch",  # the layers, the loop
+                 "06_subclass_gradienttape_tensorboard"}        # the model, the train step
 
 
 def test_the_tutorials_folder_holds_exactly_the_course_notebooks():
@@ -44,6 +104,33 @@ def test_notebook_is_committed_clean_and_teaches(name):
     assert len(text) >= 5  # explanation between the code, not a script in cells
     uses_switch = any(FAST_SWITCH in cell.source for cell in code)
     assert uses_switch == (name not in NOTHING_TO_SHRINK)
+
+
+def test_the_chapters_about_the_code_print_it():
+    # Without getsource cells the promise test below would check nothing.
+    assert {name for name, _ in SOURCE_CELLS} >= READ_THE_CODE
+
+
+@pytest.mark.parametrize("name, index", SOURCE_CELLS,
+                         ids=[f"{name}-cell{index}" for name, index in SOURCE_CELLS])
+def test_printed_source_shows_what_the_markdown_promises(name, index):
+    nb = read(name)
+    spans = promises(nb, index)
+    assert spans, (f"{name} cell {index} prints source, but the markdown cell before it "
+                   "promises nothing: end it with 'Read it: `...`'")
+    namespace = notebook_imports(nb, index)
+    source = "\n".join(inspect.getsource(eval(expression, namespace))
+                       for expression in shown_objects(nb.cells[index]))
+    assert not broken_promises(spans, source), f"{name} cell {index} no longer shows these"
+
+
+def test_promises_match_literally_with_dots_for_any_text():
+    source = ("def train_step(x, y):\n"
+              "    with tf.GradientTape() as tape:\n"
+              "        logits = model(x, training=True)\n")
+    kept = ["with tf.GradientTape() as tape:", "def train_step(...):", "model(x,\n training=True)"]
+    broken = ["tf.GradientTape(persistent=True)", "def test_step(...)", "model(x)"]
+    assert broken_promises(kept + broken, source) == broken
 
 
 @needs_mnist
@@ -65,3 +152,7 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
     assert not [out for out in outputs if out.output_type == "error"]
     assert any(out.output_type == "display_data" for out in outputs)  # it showed its figures
     assert sorted(TUTORIALS.rglob("*")) == before  # wrote nothing into the repository
+    for index in source_cells(nb):  # what the kernel printed keeps the markdown's promise
+        printed = "".join(out.text for out in nb.cells[index].outputs
+                          if out.output_type == "stream")
+        assert not broken_promises(promises(nb, index), printed), f"cell {index}"

@@ -3,8 +3,10 @@
     params        parameter tables of both twins (`compare.py params`)
     layout        the one NumPy <-> Keras weight mapping (NHWC activations, HWIO kernels)
     twin          a twin pair, gradient agreement, lockstep training
+    localize      the first quantity where the twins disagree (and `--inject BUG`)
     sidebyside    both twins trained on the same tf.data batches
     gradtable     numeric vs NumPy vs TensorFlow gradients, one table
     bench         seconds per epoch, GFLOP/s, input-pipeline share
+    profile       ms, FLOPs and bytes per layer of both twins (`compare.py profile`)
     scratch_loop  the NumPy model trained on the tf.data batches (keras_impl.scratch_train)
 """

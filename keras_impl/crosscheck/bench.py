@@ -31,25 +31,31 @@ from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
 from keras_impl.train import make_train_step
 from keras_impl.crosscheck.twin import optimizer_pair, twin_pair
 from scratch import zoo
+from scratch.registry import kind_of
 
 EPOCH_IMAGES = 55_000
 BATCH = 128
 # Fraction of an epoch timed per model (the big CNNs are scaled from a part of an epoch).
-FRACTIONS = {"fc128": 1.0, "mlp500": 0.5, "convnet": 0.25, "cnn3": 0.05}
+# best is timed in training mode: BatchNorm on batch statistics, dropout on.
+FRACTIONS = {"fc128": 1.0, "mlp500": 0.5, "convnet": 0.25, "cnn3": 0.05, "best": 0.05}
 WARMUP_STEPS = 5
 ROUNDS = 5
 
 
-def training_flops(name: str) -> int:
-    """Multiply-adds x 2 x 3 per image: forward, plus backward's two products per layer."""
-    forward = 0
+def layer_flops(name: str) -> list[tuple[str, int]]:
+    """Per layer of zoo model `name`: its forward FLOPs per image and their formula, as
+    `scratch.registry` declares them (0 for layers without a matmul)."""
+    shape, result = zoo.INPUT_SHAPE, []
     for spec, row in zip(zoo.architecture(name), zoo.param_rows(name)):
-        if spec.kind == "dense":
-            forward += 2 * (row.count - spec.units)
-        elif spec.kind == "conv2d":
-            h, w, _ = row.output_shape
-            forward += 2 * (row.count - spec.filters) * h * w
-    return 3 * forward
+        result.append(kind_of(spec).flops(spec, shape))
+        shape = row.output_shape
+    return result
+
+
+def training_flops(name: str) -> int:
+    """FLOPs per image of a training step: 3x the forward's, for the backward's two
+    products (weight and input gradient) per layer."""
+    return 3 * sum(flops for _, flops in layer_flops(name))
 
 
 def matmul_peak(n: int = 1024, repeats: int = 10) -> dict:
@@ -70,8 +76,8 @@ def matmul_peak(n: int = 1024, repeats: int = 10) -> dict:
     return {"numpy": best(lambda: a @ a), "tensorflow": best(lambda: (ta @ ta).numpy())}
 
 
-def timed_batches(name: str, steps: int):
-    ds = make_dataset("train", BATCH, flat=not zoo.has_conv(name), seed=0,
+def timed_batches(name: str, steps: int, data_dir=None):
+    ds = make_dataset("train", BATCH, flat=not zoo.has_conv(name), seed=0, data_dir=data_dir,
                       drop_remainder=True)
     return ds.repeat().take(WARMUP_STEPS + steps)
 
@@ -116,9 +122,9 @@ def time_pipeline_alone(batches) -> float:
     return time.perf_counter() - start
 
 
-def bench_model(name: str, fraction: float) -> dict:
+def bench_model(name: str, fraction: float, data_dir=None) -> dict:
     steps = max(1, int(fraction * EPOCH_IMAGES / BATCH))
-    batches = timed_batches(name, steps)
+    batches = timed_batches(name, steps, data_dir)
     list(batches.take(1))  # files read and pipeline built before anything is timed
 
     pair = twin_pair(name)
@@ -170,27 +176,38 @@ def bench_model(name: str, fraction: float) -> dict:
     return result
 
 
+def bench_tables(results: dict) -> list[Table]:
+    """The measurements of `main` as two tables that fit 80 columns: seconds per epoch,
+    then the ratios and throughputs."""
+    seconds = Table(title="Seconds per 55,000-image epoch (batch 128, Adam), one run; "
+                          "NumPy with 2 BLAS threads (1 thread in brackets)")
+    for column in ("model", "timed", "NumPy", "Keras fit", "Keras custom"):
+        seconds.add_column(column, justify="left" if column == "model" else "right")
+    speed = Table(title="Relative to Keras fit() (NumPy: 1 BLAS thread in brackets), "
+                        "and throughput")
+    for column in ("model", "NumPy/fit", "custom/fit", "NumPy GFLOP/s", "fit GFLOP/s",
+                   "pipeline share"):
+        speed.add_column(column, justify="left" if column == "model" else "right")
+    for name, r in results["models"].items():
+        seconds.add_row(name, f"{r['fraction_timed']:.0%}",
+                        f"{r['numpy_s_per_epoch']:.1f} ({r['numpy_1thread_s_per_epoch']:.1f})",
+                        f"{r['keras_fit_s_per_epoch']:.1f}",
+                        f"{r['keras_custom_s_per_epoch']:.1f}")
+        speed.add_row(name, f"{r['ratio_numpy_over_fit']:.2f} "
+                            f"({r['ratio_numpy_1thread_over_fit']:.2f})",
+                      f"{r['ratio_custom_over_fit']:.2f}", f"{r['numpy_gflops']:.1f}",
+                      f"{r['keras_fit_gflops']:.1f}", f"{r['pipeline_share']:.1%}")
+    return [seconds, speed]
+
+
 def main(args, console) -> dict:
     names = args.model or list(FRACTIONS)
     peak = matmul_peak()
     console.print(f"matmul peak (1024x1024 float32): NumPy {peak['numpy']:.1f} GFLOP/s, "
                   f"TensorFlow {peak['tensorflow']:.1f} GFLOP/s")
     results = {"matmul_peak_gflops": peak, "batch_size": BATCH, "models": {}}
-    table = Table(title="Seconds per 55,000-image epoch (batch 128, Adam), one run; "
-                        "NumPy with 2 BLAS threads (1 thread in brackets)")
-    for column in ("model", "timed", "NumPy", "Keras fit", "Keras custom", "NumPy/fit",
-                   "custom/fit", "NumPy GFLOP/s", "fit GFLOP/s", "pipeline share"):
-        table.add_column(column, justify="left" if column == "model" else "right")
     for name in names:
-        r = bench_model(name, FRACTIONS.get(name, 0.25))
-        results["models"][name] = r
-        table.add_row(name, f"{r['fraction_timed']:.0%}",
-                      f"{r['numpy_s_per_epoch']:.1f} ({r['numpy_1thread_s_per_epoch']:.1f})",
-                      f"{r['keras_fit_s_per_epoch']:.1f}", f"{r['keras_custom_s_per_epoch']:.1f}",
-                      f"{r['ratio_numpy_over_fit']:.2f} "
-                      f"({r['ratio_numpy_1thread_over_fit']:.2f})",
-                      f"{r['ratio_custom_over_fit']:.2f}",
-                      f"{r['numpy_gflops']:.1f}", f"{r['keras_fit_gflops']:.1f}",
-                      f"{r['pipeline_share']:.1%}")
-    console.print(table)
+        results["models"][name] = bench_model(name, FRACTIONS.get(name, 0.25), args.data_dir)
+    for table in bench_tables(results):
+        console.print(table)
     return results

@@ -1,6 +1,7 @@
 """`python -m keras_impl.experiments NAME ...`: run one experiment, write its JSON and figure."""
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import shlex
 import sys
@@ -9,15 +10,15 @@ from pathlib import Path
 import numpy as np
 
 import keras_impl.experiments
-from keras_impl.data import add_data_dir_arg, run_cli
-from keras_impl.experiments.complexity import complexity_experiment
+from keras_impl.data import SPLITS, add_data_dir_arg, load_split, run_cli
+from keras_impl.experiments.complexity import MODELS as COMPLEXITY_MODELS, complexity_experiment
 from keras_impl.experiments.epochs import epochs_experiment
 from keras_impl.experiments.l2_sweep import l2_sweep_experiment
 from keras_impl.experiments.own_digits import FONT_FILES, own_digits_experiment
 from keras_impl.experiments.runs import ExperimentError, ExperimentInterrupted
-from scratch import zoo
-from scratch.cli import (add_optimizer_args, check_optimizer_args, nonnegative_int,
-                         positive_float, positive_int, write_json)
+from scratch.cli import (add_optimizer_args, check_optimizer_args, epoch_count, input_file,
+                         model_name, output_folder, positive_float, positive_int, seed_number,
+                         write_json)
 
 EXPERIMENTS = {"epochs": epochs_experiment, "l2-sweep": l2_sweep_experiment,
                "own-digits": own_digits_experiment, "complexity": complexity_experiment}
@@ -29,7 +30,7 @@ FULL = {
     "l2-sweep": {"epochs": 40, "factors": [float(f) for f in np.logspace(-6, -3, 5)],
                  "replicates": 3, "limit": None},
     "own-digits": {"model": "convnet", "epochs": 5, "limit": None, "fonts": None},
-    "complexity": {"models": zoo.model_names(), "epochs": 5, "limit": None},
+    "complexity": {"models": COMPLEXITY_MODELS, "epochs": 5, "limit": None},
 }
 FAST = {
     "epochs": {"models": ["fc128", "convnet"], "epochs": 2, "limit": 1000},
@@ -51,23 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in HELP.items():
         sub = commands.add_parser(name, help=text, description=text)
         full, fast = FULL[name], FAST[name]
-        sub.add_argument("--out", type=Path, default=Path("runs") / "experiments",
+        sub.add_argument("--out", type=output_folder, default=Path("runs") / "experiments",
                          help="where the JSON, the figure and the runs go "
                               "(default runs/experiments)")
         sub.add_argument("--fast", action="store_true",
                          help="smoke-test size: " + ", ".join(f"{k} {v}" for k, v in fast.items()))
-        sub.add_argument("--epochs", type=positive_int,
+        sub.add_argument("--epochs", type=epoch_count,
                          help=f"epochs per training (default {full['epochs']})")
         sub.add_argument("--limit", type=positive_int,
                          help="use only the first N training and N validation images")
         sub.add_argument("--loop", choices=("custom", "fit"), default="custom",
                          help="keras_impl.train's loop (default custom)")
         add_optimizer_args(sub)
-        sub.add_argument("--seed", type=nonnegative_int, default=0,
+        sub.add_argument("--seed", type=seed_number, default=0,
                          help="seed of the (first) run")
         add_data_dir_arg(sub)
         if "models" in full:
-            sub.add_argument("--models", nargs="+", type=zoo.name_argument,
+            sub.add_argument("--models", nargs="+", type=model_name,
                              help=f"zoo models (default {' '.join(full['models'])})")
         if name == "l2-sweep":
             sub.add_argument("--factors", nargs="+", type=positive_float,
@@ -75,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--replicates", type=positive_int,
                              help="seeds per factor (default 3)")
         if name == "own-digits":
-            sub.add_argument("--model-path", help="a trained .keras or .h5 model "
-                                                  "(default: train --model here)")
-            sub.add_argument("--model", type=zoo.name_argument,
+            sub.add_argument("--model-path", type=input_file,
+                             help="a trained .keras or .h5 model (default: train --model here)")
+            sub.add_argument("--model", type=model_name,
                              help="zoo model to train (default convnet)")
             sub.add_argument("--fonts", type=positive_int,
                              help=f"use the first N fonts (default all, up to "
@@ -108,6 +109,9 @@ def main(argv=None, console=None) -> int:
     check_optimizer_args(parser, args)
     console = console or Console()
     settings = resolve_settings(args)
+    if not getattr(args, "from_json", None):  # missing or unusable data: said before any work
+        for split in SPLITS:
+            load_split(split, args.data_dir, settings["limit"])
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         result = EXPERIMENTS[args.experiment](args, settings, console)

@@ -37,7 +37,7 @@ import numpy as np
 
 from keras_impl.data import add_data_dir_arg
 from scratch import zoo
-from scratch.cli import nonnegative_int, write_json
+from scratch.cli import output_folder, seed_number, write_json
 
 # The accuracy model's recipe: augmentation, Adam with a 1-epoch warmup and cosine decay,
 # label smoothing 0.1 (common choices fixed in advance, watched on the validation split).
@@ -75,10 +75,24 @@ class AccuracyError(Exception):
 
 
 def _read_json(path: Path):
+    """The JSON in `path`, None when there is no such file; AccuracyError when unreadable."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as err:
+        raise AccuracyError(f"{path}: not a readable JSON file ({err})") from None
+
+
+def _fields(path: Path, read):
+    """read(the JSON in `path`); AccuracyError naming the file when it lacks what `run` writes."""
+    data = _read_json(path)
+    try:
+        return read(data)
+    except (KeyError, TypeError, ValueError) as err:
+        missing = "the file is missing" if data is None else f"{type(err).__name__}: {err}"
+        raise AccuracyError(f"{path}: not what `python -m keras_impl.accuracy run` writes "
+                            f"({missing})") from None
 
 
 def train_seed(name: str, seed: int, out: Path, data_dir=None) -> Path:
@@ -146,27 +160,39 @@ def _mean_std(values: list[float]) -> dict:
             if len(values) > 1 else 0.0, "values": values}
 
 
+def test_fields(results: dict) -> dict:
+    """{transform: accuracy, ..., "mean": mean transformed accuracy} of a -test.json."""
+    accuracies = {name: float(row["accuracy"]) for name, row in results["sets"].items()}
+    return {"original": accuracies.pop("original"), **accuracies,
+            "mean": float(results["mean_transformed_accuracy"])}
+
+
 def summarise(name: str, out: Path) -> dict | None:
-    """One table row from every finished seed of recipe `name` (None if none finished)."""
+    """One table row from every finished seed of recipe `name` (None if none finished).
+    A seed trained but not yet measured is left out, with a note saying so."""
     recipe = RECIPES[name]
-    seeds = []
+    seeds, tested, minutes = [], [], []
     for path in sorted(out.glob(f"{name}-seed*-test.json")):
-        seed = int(path.name[len(name) + 5:-len("-test.json")])
-        trained = _read_json(out / f"{name}-seed{seed}.json")
-        seeds.append((seed, _read_json(path), trained))
+        seed = path.name[len(f"{name}-seed"):-len("-test.json")]
+        if not seed.isdigit():
+            raise AccuracyError(f"{path}: not a name `run` writes ({name}-seedS-test.json)")
+        seeds.append(int(seed))
+        tested.append(_fields(path, test_fields))
+        minutes.append(_fields(out / f"{name}-seed{seed}.json",
+                               lambda t: sum(float(e["seconds"]) for e in t["epochs"]) / 60))
+    for path in sorted(out.glob(f"{name}-seed*.json")):
+        if not (path.stem.endswith("-test") or path.with_name(f"{path.stem}-test.json").exists()):
+            print(f"note: {path}: not measured yet, left out of the table", file=sys.stderr)
     if not seeds:
         return None
     return {
         "recipe": name, "model": recipe.model, "implementation": recipe.implementation,
-        "params": zoo.count_params(recipe.model), "epochs": recipe.epochs,
-        "seeds": [seed for seed, _, _ in seeds],
-        "test_accuracy": _mean_std([r["sets"]["original"]["accuracy"] for _, r, _ in seeds]),
-        "transformed_accuracy": _mean_std([r["mean_transformed_accuracy"]
-                                           for _, r, _ in seeds]),
-        "per_transform": {t: float(np.mean([r["sets"][t]["accuracy"] for _, r, _ in seeds]))
-                          for t in seeds[0][1]["sets"]},
-        "training_minutes": _mean_std([sum(e["seconds"] for e in t["epochs"]) / 60
-                                       for _, _, t in seeds]),
+        "params": zoo.count_params(recipe.model), "epochs": recipe.epochs, "seeds": seeds,
+        "test_accuracy": _mean_std([t["original"] for t in tested]),
+        "transformed_accuracy": _mean_std([t["mean"] for t in tested]),
+        "per_transform": {key: float(np.mean([t[key] for t in tested]))
+                          for key in tested[0] if key != "mean"},
+        "training_minutes": _mean_std(minutes),
         "command": shlex.join(recipe.command("S")),
     }
 
@@ -191,22 +217,22 @@ def main(argv=None) -> int:
     parser.add_argument("action", choices=("run", "table"))
     parser.add_argument("recipe", nargs="?", choices=list(RECIPES),
                         help="with run: which recipe")
-    parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("results/accuracy"))
+    parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=output_folder, default=Path("results/accuracy"))
     add_data_dir_arg(parser)
     args = parser.parse_args(argv)
     if args.action == "run" and args.recipe is None:
         parser.error("run needs a recipe: " + ", ".join(RECIPES))
-    (args.out / "runs").mkdir(parents=True, exist_ok=True)
-    if args.action == "run":
-        try:
+    try:
+        if args.action == "run":
+            (args.out / "runs").mkdir(parents=True, exist_ok=True)
             for seed in args.seeds:
                 train_seed(args.recipe, seed, args.out, args.data_dir)
                 evaluate_seed(args.recipe, seed, args.out, args.data_dir)
-        except AccuracyError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-    rows = [row for name in RECIPES if (row := summarise(name, args.out)) is not None]
+        rows = [row for name in RECIPES if (row := summarise(name, args.out)) is not None]
+    except AccuracyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     write_json(args.out / "accuracy.json", {"rows": rows})
     (args.out / "accuracy.md").write_text(markdown(rows))
     print(markdown(rows))

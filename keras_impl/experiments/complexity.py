@@ -2,7 +2,9 @@
 
     python -m keras_impl.experiments complexity [--models ...] [--epochs 5] [--from-json FILE]
 
---from-json plots an earlier complexity.json instead of training.
+Without --models it trains MODELS, the zoo models of results/complexity.json, so the
+command still reproduces that file when the zoo grows. --from-json plots an earlier
+complexity.json instead of training.
 """
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from pathlib import Path
 from keras_impl.experiments.runs import (ExperimentError, mnist_test_accuracy, read_json,
                                          run_training, training_settings)
 from scratch import zoo
+
+# The models results/complexity.json records (a new zoo model joins through --models).
+MODELS = ["fc128", "mlp500", "tiny", "convnet", "cnn3"]
 
 
 def complexity_experiment(args, settings, console) -> dict:

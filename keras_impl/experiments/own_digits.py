@@ -115,7 +115,7 @@ def own_digits_experiment(args, settings, console) -> dict:
     # What `python -m keras_impl.test --model-path M --apply DIR --json J --plots P` runs,
     # without its line per image (hundreds here; they are all in the JSON).
     apply = argparse.Namespace(model_path=str(model_path), apply=[str(folder)],
-                               json=str(predictions_json), plots=str(work))
+                               json=str(predictions_json), plots=str(work), explain=False)
     code = test.run_apply(model, apply, Console(quiet=True))
     if code != 0:
         raise ExperimentError(f"python -m keras_impl.test --apply {folder} failed (exit {code})")

@@ -68,7 +68,7 @@ def run_training(logdir: Path, model: str, args, *, epochs: int, seed: int = 0,
             raise ExperimentError(f"{logdir}: holds a run with other settings ({previous}); "
                                   "choose another --out or delete the folder")
     result = read_json(logdir / "result.json")
-    done = result is not None and result["status"] == "completed"
+    done = isinstance(result, dict) and result.get("status") == "completed"
     if done and result["epoch"] > epochs:
         raise ExperimentError(f"{logdir}: already trained for {result['epoch']} epochs, "
                               f"more than the {epochs} asked for; choose another --out")
@@ -99,6 +99,8 @@ def read_json(path: Path):
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except OSError as err:  # a folder, say
+        raise ExperimentError(f"{path}: cannot read ({err.strerror})") from None
     except ValueError as err:
         raise ExperimentError(f"{path}: not valid JSON ({err})") from None
 
