@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keras_impl.checkpoints import Checkpoints, TrainError
-from keras_impl.interrupts import sigterm_as_interrupt, stop_signal_name
+from keras_impl.interrupts import stop_signal_name, stops_between_steps
 from keras_impl.losses import SparseSmoothedCrossentropy
 from keras_impl.model import batch_input_shape
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps, train_epoch
@@ -167,7 +167,7 @@ def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
     if not resume:  # a resumed run wrote it the first time
         write_graph(model, input_signature(model)[0], train_writer)
     try:
-        with sigterm_as_interrupt(), _progress(console) as progress:
+        with stops_between_steps() as stop, _progress(console) as progress:
             for epoch in range(resumed_from + 1, epochs + 1):
                 started = time.perf_counter()
                 task = progress.add_task(f"epoch {epoch}/{epochs}", total=epoch_length(train_ds),
@@ -175,6 +175,7 @@ def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
 
                 def advance(steps, loss):
                     progress.update(task, advance=steps, status=f"loss {loss:.4f}")
+                    stop.check()  # a Ctrl-C or SIGTERM stops the loop here, between calls
 
                 train_metrics.reset()
                 with train_writer.as_default():  # train_step's batch_loss goes here
@@ -190,6 +191,7 @@ def fit_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
                                              time.perf_counter() - started))
                 ckpts.save(records)
                 _print_epoch(console, records[-1], epochs)
+                stop.check()
     except KeyboardInterrupt as stop:
         return _interrupted(ckpts, resumed_from, stop)
     finally:
@@ -301,10 +303,10 @@ def fit_baseline(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
     records = start_or_resume(ckpts, resume, epochs)
     resumed_from = len(records)
     skip_shuffles(train_ds, FIT_ITERATORS_PER_EPOCH * resumed_from)
-    tracker = _FitTracker(ckpts, records)
-    callbacks = [keras.callbacks.TensorBoard(str(logdir), histogram_freq=1), tracker]
     try:
-        with sigterm_as_interrupt():
+        with stops_between_steps() as stop:
+            tracker = _FitTracker(ckpts, records, stop)
+            callbacks = [keras.callbacks.TensorBoard(str(logdir), histogram_freq=1), tracker]
             if resumed_from < epochs:
                 model.fit(train_ds, validation_data=val_ds, epochs=epochs,
                           initial_epoch=resumed_from, callbacks=callbacks, shuffle=False,
@@ -318,14 +320,16 @@ def fit_baseline(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
 
 
 class _FitTracker(keras.callbacks.Callback):
-    """fit()'s side of the bookkeeping: record, checkpoint and time each epoch, stop on NaN.
+    """fit()'s side of the bookkeeping: record, checkpoint and time each epoch, stop on NaN,
+    on Ctrl-C and on SIGTERM.
 
-    records: the run's per-epoch records so far, extended in place.
+    records: the run's per-epoch records so far, extended in place; stop: the
+    StopRequest of keras_impl.interrupts, checked after every batch and epoch.
     """
 
-    def __init__(self, ckpts: Checkpoints, records: list[dict]):
+    def __init__(self, ckpts: Checkpoints, records: list[dict], stop):
         super().__init__()
-        self.ckpts, self.records = ckpts, records
+        self.ckpts, self.records, self.stop = ckpts, records, stop
         self.bad_loss, self.started = None, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -336,6 +340,7 @@ class _FitTracker(keras.callbacks.Callback):
         if not math.isfinite(loss):
             self.bad_loss = loss
             self.model.stop_training = True
+        self.stop.check()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bad_loss is not None:
@@ -347,6 +352,7 @@ class _FitTracker(keras.callbacks.Callback):
         self.records.append(_epoch_record(epoch + 1, self.ckpts.step, train, val,
                                           time.perf_counter() - self.started))
         self.ckpts.save(self.records)
+        self.stop.check()
 
 
 if __name__ == "__main__":  # `python -m keras_impl.train` is the command line module

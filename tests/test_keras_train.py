@@ -23,7 +23,8 @@ from keras_impl import export
 from keras_impl import test as keras_test
 from keras_impl import train, train_cli
 from keras_impl.checkpoints import Checkpoints
-from keras_impl.interrupts import Terminated, interrupts_deferred, sigterm_as_interrupt
+from keras_impl.interrupts import (Terminated, interrupts_deferred, sigterm_as_interrupt,
+                                   stops_between_steps)
 from keras_impl.model import build_sequential, build_twinnet
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
 from keras_impl.optimizers import make_optimizer
@@ -96,8 +97,8 @@ def assert_same_state(logdir, reference_logdir):
 
 
 def ctrl_c_after_call(monkeypatch, n, signum=signal.SIGINT):
-    """The signal `signum` as fit_custom's n-th train_steps call returns: where a real
-    Ctrl-C surfaces, since Python handles signals only between tf.function calls."""
+    """The signal `signum` as fit_custom's n-th train_steps call returns (a real one
+    arrives during a call, and is noted until the loop checks after it)."""
     make = train.make_train_steps
 
     def make_interrupted(*args, **kwargs):
@@ -117,9 +118,12 @@ def ctrl_c_after_call(monkeypatch, n, signum=signal.SIGINT):
 
 def ctrl_c_at_step(monkeypatch, step, signum=signal.SIGINT):
     """The signal `signum` when fit()'s optimizer has taken `step` steps."""
+    on_train_batch_end = train._FitTracker.on_train_batch_end
+
     def interrupt(self, batch, logs=None):
         if int(self.model.optimizer.iterations) == step:
             signal.raise_signal(signum)
+        on_train_batch_end(self, batch, logs)
 
     monkeypatch.setattr(train._FitTracker, "on_train_batch_end", interrupt)
 
@@ -379,6 +383,35 @@ def test_a_signal_during_a_checkpoint_write_acts_after_it():
     assert written == ["ckpt-1", "ckpt-2"]
     assert signal.getsignal(signal.SIGTERM) == before
     assert signal.getsignal(signal.SIGINT) == signal.default_int_handler
+
+
+def test_a_signal_during_training_steps_is_raised_only_where_the_loop_checks():
+    """Raised inside TensorFlow's Python code, KeyboardInterrupt crashed one run in
+    twenty as it exited: the training loops raise it themselves, between calls."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    steps = []
+    with pytest.raises(Terminated):
+        with stops_between_steps() as stop:
+            steps.append(1)
+            signal.raise_signal(signal.SIGTERM)
+            steps.append(2)  # the step under way ends
+            stop.check()
+            steps.append(3)
+    assert steps == [1, 2]
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with stops_between_steps():
+            signal.raise_signal(signal.SIGINT)
+            steps.append(4)  # no check: raised as the block ends
+    assert not isinstance(raised.value, Terminated) and steps == [1, 2, 4]
+    with pytest.raises(KeyboardInterrupt):
+        with stops_between_steps():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # pressed twice: at once
+            steps.append(5)
+    assert steps == [1, 2, 4]
+    with stops_between_steps() as stop:
+        stop.check()  # nothing noted, nothing raised
+    assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
 def test_resume_restores_weights_and_optimizer_state(tmp_path):

@@ -4,6 +4,7 @@ command line on the shared tf.data batches.
 Tests marked `needs_mnist` need the real data and skip with a reason when MNIST_DIR is unset.
 """
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from helpers import MNIST_DIR, needs_mnist
 from keras_impl import scratch_train
 from keras_impl.crosscheck import scratch_loop
+from keras_impl.interrupts import Terminated
 from scratch import train, zoo
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model, load_npz, read_npz, save_npz
@@ -236,6 +238,29 @@ def test_a_crash_loses_at_most_the_current_epoch(tmp_path):
     report = run_main(*QUICK, "--epochs", 3, "--resume", checkpoint)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
     assert len(saved_state(checkpoint)[1]) == 3
+
+
+@needs_mnist
+def test_a_signal_in_a_step_stops_the_run_after_that_step(tmp_path):
+    """SIGTERM while epoch 2's third step runs: that step ends, no fourth begins, and the
+    checkpoint holds epoch 1 (keras_impl.interrupts.stops_between_steps)."""
+    checkpoint, steps = tmp_path / "stopped.npz", []
+    real_train_epoch = train.train_epoch
+
+    def sigterm_in_epoch_2(model, optimizer, batches, on_batch, **kwargs):
+        def counted(*numbers):
+            steps.append(len(steps))
+            if len(steps) == 10 + 3:  # 600 images at 64: 10 steps per epoch
+                signal.raise_signal(signal.SIGTERM)
+            on_batch(*numbers)
+
+        return real_train_epoch(model, optimizer, batches, counted, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scratch_loop, "train_epoch", sigterm_in_epoch_2)
+        with pytest.raises(Terminated):
+            run_main(*QUICK, "--epochs", 3, "--save", checkpoint)
+    assert len(steps) == 13 and len(saved_state(checkpoint)[1]) == 1
 
 
 @needs_mnist

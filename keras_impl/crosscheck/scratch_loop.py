@@ -19,6 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from threadpoolctl import threadpool_info
 
 from keras_impl.data import make_dataset
+from keras_impl.interrupts import stops_between_steps
 from scratch import zoo
 from scratch.cli import write_json
 from scratch.model import build_model, save_npz
@@ -72,26 +73,33 @@ def run(args, settings: dict, augmentation=None) -> dict:
         schedule = CosineDecay.for_run(optimizer.learning_rate, args.epochs, steps,
                                        args.warmup_epochs)
         report["schedule"] = dataclasses.asdict(schedule)
-    for epoch in range(len(history) + 1, args.epochs + 1):
-        with progress_bar(console) as progress:
-            task = progress.add_task(f"epoch {epoch}/{args.epochs}", total=steps, loss=0, acc=0)
-            start = time.perf_counter()
-            loss, acc = train_epoch(
-                model, optimizer, train_ds.as_numpy_iterator(),
-                lambda loss, acc: progress.update(task, advance=1, loss=loss, acc=acc),
-                schedule=schedule, first_step=(epoch - 1) * (steps or 0),
-                label_smoothing=args.label_smoothing)
-            seconds = time.perf_counter() - start
-        val_loss, val_acc = evaluate(model, val_ds.as_numpy_iterator(), args.label_smoothing)
-        history.append({"epoch": epoch, "loss": loss, "accuracy": acc, "val_loss": val_loss,
-                        "val_accuracy": val_acc, "seconds": seconds})
-        console.print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
-                      f"val_loss {val_loss:.4f} val_accuracy {val_acc:.4f} ({seconds:.1f} s)",
-                      soft_wrap=True)
-        if args.save:
-            save_npz(model, args.save, checkpoint_extras(model, settings, history))
-        if args.json:
-            write_json(args.json, report)
+    with stops_between_steps() as stop:  # see keras_impl.interrupts
+        for epoch in range(len(history) + 1, args.epochs + 1):
+            with progress_bar(console) as progress:
+                task = progress.add_task(f"epoch {epoch}/{args.epochs}", total=steps,
+                                         loss=0, acc=0)
+
+                def on_batch(loss, acc, task=task):
+                    progress.update(task, advance=1, loss=loss, acc=acc)
+                    stop.check()  # a Ctrl-C or SIGTERM stops the run here, between steps
+
+                start = time.perf_counter()
+                loss, acc = train_epoch(model, optimizer, train_ds.as_numpy_iterator(),
+                                        on_batch, schedule=schedule,
+                                        first_step=(epoch - 1) * (steps or 0),
+                                        label_smoothing=args.label_smoothing)
+                seconds = time.perf_counter() - start
+            val_loss, val_acc = evaluate(model, val_ds.as_numpy_iterator(),
+                                         args.label_smoothing)
+            history.append({"epoch": epoch, "loss": loss, "accuracy": acc,
+                            "val_loss": val_loss, "val_accuracy": val_acc, "seconds": seconds})
+            console.print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
+                          f"val_loss {val_loss:.4f} val_accuracy {val_acc:.4f} "
+                          f"({seconds:.1f} s)", soft_wrap=True)
+            if args.save:
+                save_npz(model, args.save, checkpoint_extras(model, settings, history))
+            if args.json:
+                write_json(args.json, report)
     report["test_loss"], report["test_accuracy"] = evaluate(model, test_ds.as_numpy_iterator(),
                                                             args.label_smoothing)
     console.print(f"test: loss {report['test_loss']:.4f} accuracy {report['test_accuracy']:.4f}")
