@@ -10,7 +10,7 @@
 
     python compare.py params [--model NAME ... | --all | --hidden N]
     python compare.py gradcheck [--model NAME ...]
-    python compare.py bench [--json FILE]
+    python compare.py bench [--json FILE] [--readme README.md]
     python compare.py profile [--model NAME ...] [--batch-size B] [--json F] [--figure F]
     python compare.py exercise LAYER [--out FILE] | --list   (a layer to write yourself)
     python compare.py check FILE.py [--layer LAYER] [--json OUT] [--plots DIR]   (grade it)
@@ -31,6 +31,7 @@ from rich.table import Table
 
 from keras_impl.data import SPLITS, add_data_dir_arg, load_split
 from keras_impl.grading import bugs, bugtable, exercise, student
+from keras_impl.crosscheck import benchreadme
 from keras_impl.crosscheck.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
                                           params_command, print_param_table)
 from scratch import zoo
@@ -277,6 +278,10 @@ def parse_args(argv):
         parser.add_argument("--seed", type=seed_number, default=0)
         parser.add_argument("--limit", type=positive_int,
                             help="use only the first N training images")
+    if command == "bench":
+        parser.add_argument("--readme", type=benchreadme.readme_file, metavar="FILE",
+                            help="write the results table, with the targets, into this "
+                                 "Markdown file (between its bench-table marker lines)")
     if command == "profile":  # ms, FLOPs and bytes per layer: keras_impl/crosscheck/profile.py
         parser.add_argument("--batch-size", type=at_most(positive_int, 55_000), default=128)
         parser.add_argument("--figure", type=figure_file, help="stacked bars per layer")

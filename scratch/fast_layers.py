@@ -219,27 +219,40 @@ def maxpool2d_backward(dout, cache):
 
     The first maximum in row-major order gets the gradient, as in
     layers.maxpool2d_backward, found without argmax: a boolean mask of every
-    maximum, then each window position keeps its bit only if no earlier
-    position already claimed the window. With the fused ReLU, windows whose
-    maximum is <= 0 pass no gradient (ReLU's backward).
+    maximum (one elementwise pass), turned into 0.0 / 1.0 and multiplied by dout.
+    Only when some window holds its maximum twice (a tie: blank image regions) or
+    not at all (NaN) does the mask need the first-maximum rule; counting its ones
+    tells, since a mask with exactly one per window has as many ones as windows.
+    With the fused ReLU, windows whose maximum is <= 0 pass no gradient (ReLU's
+    backward).
     """
     x, maxima, p, relu = cache
     if relu:
         dout = dout * (maxima > 0)
     is_max = pool_windows(x, p) == maxima[:, :, None, :, None, :]  # (N, Ho, p, Wo, p, C)
+    if np.count_nonzero(is_max) != maxima.size or np.isnan(maxima).any():
+        keep_first_maximum(is_max)
+    dwindows = is_max.astype(x.dtype)
+    dwindows *= dout[:, :, None, :, None, :]
+    if x.shape[1] % p == 0 and x.shape[2] % p == 0:
+        return {"x": dwindows.reshape(x.shape)}
+    dx = np.zeros_like(x)
+    pool_windows(dx, p)[...] = dwindows
+    return {"x": dx}
+
+
+def keep_first_maximum(is_max):
+    """is_max (N, Ho, p, Wo, p, C), True at every maximum of each window: keep, in
+    place, only the first True of each window in row-major order, by bit masks (each
+    position keeps its bit only if no earlier position already claimed the window)."""
+    p = is_max.shape[2]
     taken = is_max[:, :, 0, :, 0].copy()  # window's maximum already claimed
     for a in range(p):
         for b in range(p):
-            if a or b:  # keep a maximum only if no earlier one in the window claimed it
+            if a or b:
                 here = is_max[:, :, a, :, b]
                 here &= ~taken
                 taken |= here
-    if x.shape[1] % p == 0 and x.shape[2] % p == 0:
-        dx = np.multiply(is_max, dout[:, :, None, :, None, :], dtype=x.dtype)
-        return {"x": dx.reshape(x.shape)}
-    dx = np.zeros_like(x)
-    np.multiply(is_max, dout[:, :, None, :, None, :], out=pool_windows(dx, p))
-    return {"x": dx}
 
 
 # --- batchnorm -----------------------------------------------------------

@@ -321,3 +321,64 @@ def test_bench_counts_training_flops_from_the_layer_declarations():
     assert bench.training_flops("fc128") == 3 * 2 * (784 * 128 + 128 * 10)
     tiny = 5 * 5 * 1 * 8 * 24 * 24 + 5 * 5 * 8 * 3 * 8 * 8 + 48 * 16 + 16 * 10
     assert bench.training_flops("tiny") == 3 * 2 * tiny
+
+
+# --- the bench's README table and memory probe ---------------------------------------------
+
+
+def bench_results(**changes):
+    from pathlib import Path
+    results = json.loads((Path(compare.__file__).parent / "results" / "bench.json").read_text())
+    for name, values in changes.items():
+        results["models"][name].update(values)
+    return results
+
+
+def test_bench_readme_table_puts_every_target_beside_its_figure():
+    from keras_impl.crosscheck import benchreadme
+
+    table = benchreadme.bench_markdown(bench_results(
+        convnet={"ratio_numpy_over_fit": 1.31, "numpy_gflops": 80.0},
+        best={"ratio_numpy_over_fit": 1.5, "numpy_peak_rss_mb": 1500.2}))
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()
+            if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"model", "fc128", "mlp500", "convnet", "cnn3", "best"}
+    assert rows["convnet"][4] == "1.31 (<= 1.3, **not met**)"
+    assert rows["convnet"][6] == "80 (>= 80, met)"  # a target reached exactly is met
+    assert rows["best"][4] == "1.50 (<= 1.5, met)"
+    assert rows["best"][8] == "1500.2 (<= 1500, **not met**)"
+    assert "(" not in rows["cnn3"][8]  # no memory target for cnn3
+    near = benchreadme.bench_markdown(bench_results(mlp500={"ratio_numpy_over_fit": 0.8004}))
+    assert "| 0.8004 (<= 0.8, **not met**) |" in near  # not "0.80 (<= 0.8, not met)"
+
+
+def test_bench_readme_rewrites_only_between_the_markers(tmp_path):
+    import argparse
+    from keras_impl.crosscheck import benchreadme
+
+    readme = tmp_path / "README.md"
+    before, after = "# twinnet\n\ntext before\n", "text after\n"
+    readme.write_text(f"{before}{benchreadme.START}\n| old | table |\n{benchreadme.END}\n{after}")
+    benchreadme.rewrite_readme(benchreadme.readme_file(str(readme)), "| new |")
+    assert readme.read_text() == (f"{before}{benchreadme.START}\n| new |\n"
+                                  f"{benchreadme.END}\n{after}")
+    assert [p.name for p in tmp_path.iterdir()] == ["README.md"]  # no temporary left
+    readme.write_text(f"{benchreadme.END}\n{benchreadme.START}\n")
+    with pytest.raises(argparse.ArgumentTypeError, match="expected the lines"):
+        benchreadme.readme_file(str(readme))
+    with pytest.raises(argparse.ArgumentTypeError, match="no such file"):
+        benchreadme.readme_file(str(tmp_path))
+
+
+@needs_mnist
+def test_memory_probe_sees_the_arrays_of_a_bigger_batch():
+    """The fresh process's peak grows with what its training holds: convnet's step at
+    batch 1024 holds ~0.5 GB more than at 128 (activations, im2col rows, gradients)."""
+    from keras_impl.crosscheck import memory
+
+    ballast = np.ones(2_000_000_000 // 8)  # this process: 2 GB more than any probe
+    small = memory.numpy_training_peak_mb("convnet", steps=1)
+    large = memory.numpy_training_peak_mb("convnet", steps=1, batch_size=1024)
+    assert 300 < small < 2000  # TensorFlow's libraries alone take 0.5 GB; not ours
+    assert large - small > 300
+    del ballast

@@ -76,7 +76,12 @@ def test_profile_numpy_layers_add_up_to_at_most_the_step(tiny_profile):
     assert 0 < layers_ms + numpy_side["adam_ms"] <= numpy_side["step_ms"]
     assert numpy_side["outside_ms"] == pytest.approx(numpy_side["step_ms"] - layers_ms)
     keras_side = result["totals"]["keras"]
-    assert keras_side["step_ms"] > 0 and keras_side["layers_ms"] > 0
+    keras_layers = sum(row["keras"]["forward"] + row["keras"]["backward"]
+                       for row in result["layers"])
+    assert keras_layers == pytest.approx(keras_side["layers_ms"])
+    parts = keras_layers + keras_side["loss_ms"] + keras_side["adam_ms"]
+    assert 0 < parts <= keras_side["step_ms"]  # the layer-by-layer step's parts
+    assert keras_side["fused_step_ms"] > 0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -101,7 +106,7 @@ def test_profile_tables_fit_80_columns_for_the_largest_model():
         for side in ("numpy", "keras"):
             row[side] = {"forward": 1234.56, "backward": 1234.56}
     totals = {"step_ms": 99999.9, "layers_ms": 99999.9, "outside_ms": 0.0, "adam_ms": 0.0,
-              "loss_ms": 0.0, "gflops": 999.0}
+              "loss_ms": 0.0, "gflops": 999.0, "fused_step_ms": 99999.9}
     result = {"model": "best", "batch_size": 128, "numpy_blas_threads": 1, "layers": rows,
               "totals": {"numpy": totals, "keras": totals},
               "matmul_peak_gflops": {"numpy": 1.0, "tensorflow": 1.0}}

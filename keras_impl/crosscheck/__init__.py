@@ -7,6 +7,8 @@
     sidebyside    both twins trained on the same tf.data batches
     gradtable     numeric vs NumPy vs TensorFlow gradients, one table
     bench         seconds per epoch, GFLOP/s, input-pipeline share
+    benchreadme   the bench's table, with the targets, written into README.md
+    memory        peak resident memory of a NumPy training, in a fresh process
     profile       ms, FLOPs and bytes per layer of both twins (`compare.py profile`)
     scratch_loop  the NumPy model trained on the tf.data batches (keras_impl.scratch_train)
 """

@@ -9,16 +9,21 @@ buffer the NumPy convolution builds (and keeps for its backward pass).
 NumPy is timed function by function inside real training steps (`loss_and_grads`,
 then Adam) on NUMPY_BLAS_THREADS BLAS thread, the NumPy CLI's default, in CPU time of
 the one thread doing the work (the mean over STEPS steps); what the layers leave of
-the step is Adam and the loss with the Python around them. Keras runs as it trains,
-on TensorFlow's own threads, in wall-clock time, the fastest of STEPS runs (the one
-least disturbed by other work on a shared machine). Each Keras layer is timed inside
-one graph, as a difference: the forward pass up to layer i minus the one up to layer
-i-1, the backward pass from the loss down to layer i minus the one down to layer
-i+1. So its layers add up to the whole network's forward and backward; the rest of
-the step is the loss, Adam and the framework.
+the step is Adam and the loss with the Python around them.
+
+Keras is timed the same way, on TensorFlow's own threads, in wall-clock time: a
+training step run layer by layer, each layer's forward pass one tf.function call
+and its backward pass another (GradientTape's vector-Jacobian product of that layer
+alone: the gradients of its weights and input from the gradient of its output),
+then the loss and its gradient, then Adam, each call timed (the mean over STEPS
+steps). Those parts add up to the layer-by-layer step; the rest is Python. The
+fused `train_step` of keras_impl.train, one graph for all of it, is timed too:
+what it saves against the layer-by-layer step is what TensorFlow gains by seeing
+the whole step at once (fewer calls, operations overlapped on the two cores).
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -113,58 +118,90 @@ def numpy_times(model, batches) -> dict:
             "adam_ms": ms["adam"], "step_ms": ms["step"]}
 
 
-def forward_to(layers, stop: int):
-    """A tf.function x -> the output of layers[:stop] in training mode (x itself for 0)."""
+class KerasLayerSteps:
+    """One tf.function per layer for its forward and one for its backward pass, the
+    loss with its gradient, and Adam's update: a Keras training step as parts.
 
-    @tf.function
-    def forward(x):
-        for layer in layers[:stop]:
-            x = layer(x, training=True)
-        return x
+    input_grads[i]: whether layer i's backward returns its input gradient (every layer
+    but the first weighted one and those before it).
+    """
 
-    return forward
+    def __init__(self, layers, loss_fn, optimizer, input_grads):
+        self.layers, self.optimizer = layers, optimizer
+        self.forward = [tf.function(lambda x, layer=layer: layer(x, training=True))
+                        for layer in layers]
+        self.backward = [tf.function(lambda x, dy, layer=layer, wanted=wanted:
+                                     vector_jacobian(layer, x, dy, wanted))
+                         for layer, wanted in zip(layers, input_grads)]
+        self.loss = tf.function(lambda logits, y: vector_jacobian(
+            lambda z, training: loss_fn(y, z), logits, None, True))
+        self.variables = [v for layer in layers for v in layer.trainable_variables]
+        self.apply = tf.function(lambda grads: optimizer.apply_gradients(
+            zip(grads, self.variables)))
+
+    def step(self, x, y, ms: dict) -> None:
+        """One training step, part by part, each part's ms added to ms[part name]."""
+        def timed(key, fn, *args):
+            start = time.perf_counter()
+            out = fn(*args)
+            ms[key] = ms.get(key, 0.0) + (time.perf_counter() - start) * 1e3
+            return out
+
+        inputs = []
+        for layer, forward in zip(self.layers, self.forward):
+            inputs.append(x)
+            x = timed(f"{layer.name}/forward", forward, x)
+        dx, _ = timed("loss", self.loss, x, y)
+        grads = {}
+        for i in reversed(range(len(self.layers))):
+            if dx is None:  # layers before the first weighted one: nothing to train
+                break
+            layer = self.layers[i]
+            dx, grads[i] = timed(f"{layer.name}/backward", self.backward[i], inputs[i], dx)
+        flat = [g for i in range(len(self.layers)) for g in grads.get(i, [])]
+        timed("adam", self.apply, flat)
 
 
-def backward_to(layers, loss_fn, start: int, input_grad: bool):
-    """A tf.function (x, y) -> gradients: the forward pass, the loss, and the backward
-    pass from the loss down to layers[start] (its weights, and its input when
-    input_grad); start = len(layers): forward and loss only."""
-
-    @tf.function
-    def backward(x, y):
-        with tf.GradientTape() as tape:
-            inputs = []
-            for layer in layers:
-                inputs.append(x)
-                x = layer(x, training=True)
-            loss = loss_fn(y, x)
-        sources = [v for layer in layers[start:] for v in layer.trainable_variables]
-        if input_grad:
-            sources.append(inputs[start])
-        return tape.gradient(loss, sources) if sources else loss
-
-    return backward
+def vector_jacobian(layer, x, dy, input_grad: bool):
+    """(dL/dx or None, [dL/dw for the layer's weights]) from dy = dL/d(layer's output);
+    dy None: the layer's output is the loss itself."""
+    weights = getattr(layer, "trainable_variables", [])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = layer(x, training=True)
+    grads = tape.gradient(out, [x, *weights], output_gradients=dy)
+    return (grads[0] if input_grad else None), grads[1:]
 
 
 def keras_times(pair, train_step, batches, rows) -> dict:
-    """ms of each Keras layer's forward and backward (differences of graphs, see the
-    module docstring), of the loss, and of a whole training step on batches[0]."""
+    """Mean ms per training step of each Keras layer's forward and backward, of the loss,
+    of Adam and of the whole layer-by-layer step (KerasLayerSteps), on the batches after
+    the warm-up ones; and the fused train_step's fastest time on batches[0]."""
     layers = arch_layers(pair.keras_model)
+    optimizer, _ = optimizer_pair("adam", 1e-3)
+    parts = KerasLayerSteps(layers, pair.loss_fn, optimizer,
+                            [row["in_backward"] and i > 0 and rows[i - 1]["in_backward"]
+                             for i, row in enumerate(rows)])
+    ms = {}
+    # Each function is traced once, but all the layers' share their Python code, which
+    # TensorFlow counts as retracing and warns about: not here.
+    logger, level = tf.get_logger(), tf.get_logger().level
+    logger.setLevel(logging.ERROR)
+    try:
+        for i, (x, y) in enumerate(batches):
+            if i == WARMUP_STEPS:
+                ms.clear()
+            start = time.perf_counter()
+            parts.step(tf.constant(x), tf.constant(y), ms)
+            ms["step"] = ms.get("step", 0.0) + (time.perf_counter() - start) * 1e3
+    finally:
+        logger.setLevel(level)
+    ms = {key: total / (len(batches) - WARMUP_STEPS) for key, total in ms.items()}
     x, y = (tf.constant(a) for a in batches[0])
-    forward = [best_ms(lambda f=forward_to(layers, stop): f(x))
-               for stop in range(len(layers) + 1)]
-    first = next(i for i, row in enumerate(rows) if row["in_backward"])
-    backward = {start: best_ms(lambda f=backward_to(layers, pair.loss_fn, start,
-                                                    start < len(layers) and start > first):
-                               f(x, y))
-                for start in range(first, len(layers) + 1)}
-    times = {}  # differences of two timings: noise can make a cheap layer's negative
-    for i, layer in enumerate(layers):
-        times[f"{layer.name}/forward"] = max(0.0, forward[i + 1] - forward[i])
-        times[f"{layer.name}/backward"] = (max(0.0, backward[i] - backward[i + 1])
-                                           if i >= first else 0.0)
-    return {"layers": times, "step_ms": best_ms(lambda: train_step(x, y).numpy()),
-            "loss_ms": backward[len(layers)] - forward[len(layers)]}
+    return {"layers": {f"{layer.name}/{step}": ms.get(f"{layer.name}/{step}", 0.0)
+                       for layer in layers for step in ("forward", "backward")},
+            "loss_ms": ms["loss"], "adam_ms": ms["adam"], "step_ms": ms["step"],
+            "fused_step_ms": best_ms(lambda: train_step(x, y).numpy())}
 
 
 def measured_peak() -> dict:
@@ -192,8 +229,8 @@ def profile_model(name: str, batch_size: int, data_dir=None, peak: dict | None =
             row[side] = {step: times["layers"].get(f"{row['layer']}/{step}", 0.0)
                          for step in ("forward", "backward")}
     flops = sum(r["forward_flops"] + r["backward_flops"] for r in rows)
-    for side in sides.values():
-        side["gflops"] = flops / side["step_ms"] / 1e6
+    for side in sides.values():  # Keras: as it trains, in one fused graph
+        side["gflops"] = flops / side.get("fused_step_ms", side["step_ms"]) / 1e6
     return {"model": name, "batch_size": batch_size, "numpy_blas_threads": NUMPY_BLAS_THREADS,
             "layers": rows, "totals": sides, "step_flops": flops,
             "matmul_peak_gflops": peak or measured_peak()}
@@ -250,8 +287,10 @@ def print_tables(result: dict, console) -> None:
         f"Adam {numpy_side['adam_ms']:.1f} + loss and Python "
         f"{numpy_side['outside_ms'] - numpy_side['adam_ms']:.1f}\n"
         f"Keras step {keras_side['step_ms']:.1f} ms = layers {keras_side['layers_ms']:.1f} + "
-        f"loss {keras_side['loss_ms']:.1f} + Adam and the framework "
-        f"{keras_side['outside_ms'] - keras_side['loss_ms']:.1f}\n"
+        f"loss {keras_side['loss_ms']:.1f} + Adam {keras_side['adam_ms']:.1f} + Python "
+        f"{keras_side['outside_ms'] - keras_side['loss_ms'] - keras_side['adam_ms']:.1f}\n"
+        f"  (layer by layer; as one fused graph, train_step takes "
+        f"{keras_side['fused_step_ms']:.1f} ms)\n"
         f"GFLOP/s of the step: NumPy {numpy_side['gflops']:.0f}, Keras "
         f"{keras_side['gflops']:.0f}; matmul peak: NumPy {peak['numpy']:.0f}, TensorFlow "
         f"{peak['tensorflow']:.0f}")
