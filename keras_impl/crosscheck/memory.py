@@ -15,11 +15,19 @@ then the validation pass. The kernel reports the peak (VmHWM, see peak_resident_
 """
 from __future__ import annotations
 
+import keras_impl.quiet  # noqa: F401  first: `python -m` this module is a command
+
 import json
 import subprocess
 import sys
 from itertools import islice
 from pathlib import Path
+
+from keras_impl.data import make_dataset
+from scratch import zoo
+from scratch.model import build_model
+from scratch.optim import make_optimizer
+from scratch.train import evaluate, train_epoch
 
 PEAK_STEPS = 5  # every array of a step exists from the first; later steps reuse memory
 BATCH = 128
@@ -41,12 +49,6 @@ def numpy_training_peak_mb(name: str, data_dir=None, steps: int = PEAK_STEPS,
 
 
 def _train_and_measure(name: str, data_dir, steps: int, batch_size: int) -> float:
-    from keras_impl.data import make_dataset
-    from scratch import zoo
-    from scratch.model import build_model
-    from scratch.optim import make_optimizer
-    from scratch.train import evaluate, train_epoch
-
     flat = not zoo.has_conv(name)
     train_ds = make_dataset("train", batch_size, flat=flat, seed=0, data_dir=data_dir)
     model = build_model(name, seed=0)
@@ -72,6 +74,4 @@ def peak_resident_bytes() -> int:
 
 
 if __name__ == "__main__":  # the fresh process of numpy_training_peak_mb
-    import keras_impl.quiet  # noqa: F401  first: a clean terminal in this process too
-
     print(_train_and_measure(**json.loads(sys.argv[1])))

@@ -127,7 +127,7 @@ class KerasLayerSteps:
     """
 
     def __init__(self, layers, loss_fn, optimizer, input_grads):
-        self.layers, self.optimizer = layers, optimizer
+        self.layers = layers
         self.forward = [tf.function(lambda x, layer=layer: layer(x, training=True))
                         for layer in layers]
         self.backward = [tf.function(lambda x, dy, layer=layer, wanted=wanted:
@@ -183,8 +183,8 @@ def keras_times(pair, train_step, batches, rows) -> dict:
                             [row["in_backward"] and i > 0 and rows[i - 1]["in_backward"]
                              for i, row in enumerate(rows)])
     ms = {}
-    # Each function is traced once, but all the layers' share their Python code, which
-    # TensorFlow counts as retracing and warns about: not here.
+    # Each function is traced once, but the layers' functions share their Python code,
+    # which TensorFlow counts as retracing and warns about: not here.
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel(logging.ERROR)
     try:
