@@ -39,6 +39,16 @@ def progress_bar(console):
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
 
 
+def stopping_progress(progress, task, stop):
+    """train_epoch's on_batch: advance the progress bar, then stop the run here, between
+    steps, if a Ctrl-C or SIGTERM was noted (`stop`, of keras_impl.interrupts)."""
+    def on_batch(loss, acc):
+        progress.update(task, advance=1, loss=loss, acc=acc)
+        stop.check()
+
+    return on_batch
+
+
 def run(args, settings: dict, augmentation=None) -> dict:
     """Train as the parsed keras_impl.scratch_train arguments `args` say; returns the report.
 
@@ -78,15 +88,10 @@ def run(args, settings: dict, augmentation=None) -> dict:
             with progress_bar(console) as progress:
                 task = progress.add_task(f"epoch {epoch}/{args.epochs}", total=steps,
                                          loss=0, acc=0)
-
-                def on_batch(loss, acc, task=task):
-                    progress.update(task, advance=1, loss=loss, acc=acc)
-                    stop.check()  # a Ctrl-C or SIGTERM stops the run here, between steps
-
                 start = time.perf_counter()
                 loss, acc = train_epoch(model, optimizer, train_ds.as_numpy_iterator(),
-                                        on_batch, schedule=schedule,
-                                        first_step=(epoch - 1) * (steps or 0),
+                                        stopping_progress(progress, task, stop),
+                                        schedule=schedule, first_step=(epoch - 1) * (steps or 0),
                                         label_smoothing=args.label_smoothing)
                 seconds = time.perf_counter() - start
             val_loss, val_acc = evaluate(model, val_ds.as_numpy_iterator(),
