@@ -16,11 +16,11 @@
     python compare.py check FILE.py [--layer LAYER] [--json OUT] [--plots DIR]   (grade it)
     python compare.py bugs [--bug NAME ...] [--fast] [--json OUT]   (which check catches what)
     python compare.py --inject BUG ...   (a bug of the zoo in the NumPy side: the localizer)
-    python compare.py lab [--port 8000] [--models DIR]   (the draw-a-digit lab, keras_impl/lab)
+    python compare.py lab [--port 8000] [--models DIR]   (the draw-a-digit lab, comparison/lab)
 """
 from __future__ import annotations
 
-import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import sys
 from datetime import datetime
@@ -30,14 +30,15 @@ from rich.console import Console
 from rich.table import Table
 
 from keras_impl.data import SPLITS, add_data_dir_arg, load_split
-from keras_impl.grading import bugs, bugtable, exercise, student
-from keras_impl.crosscheck import benchreadme
-from keras_impl.crosscheck.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
+from comparison.grading import bugs, bugtable, exercise, student
+from comparison import benchreadme
+from comparison.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
                                           params_command, print_param_table)
 from scratch import zoo
-from scratch.cli import (add_optimizer_args, at_most, batch_size, check_optimizer_args,
-                         epoch_count, figure_file, model_name, output_file, output_folder,
-                         positive_int, seed_number, write_json)
+from plumbing.args import (at_most, batch_size, epoch_count, figure_file, output_file,
+                           output_folder, positive_int, seed_number)
+from plumbing.files import write_json
+from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 
 COMMANDS = ("run", "params", "gradcheck", "bench", "exercise", "check", "profile", "bugs")
 console = Console()
@@ -62,7 +63,7 @@ def first_batch(args, name, batch_size=None):
 
 
 def gradient_section(name, args) -> dict:
-    from keras_impl.crosscheck import twin
+    from comparison import twin
 
     x, y = first_batch(args, name)
     reports = {}
@@ -94,7 +95,7 @@ def gradient_section(name, args) -> dict:
 
 
 def lockstep_section(name, args) -> dict:
-    from keras_impl.crosscheck import twin
+    from comparison import twin
     from keras_impl.data import make_dataset
 
     pair = twin.twin_pair(name, args.dtype, args.seed)
@@ -123,8 +124,8 @@ def lockstep_section(name, args) -> dict:
 
 
 def training_section(name, args) -> dict:
-    from keras_impl.crosscheck import twin
-    from keras_impl.crosscheck.sidebyside import train_side_by_side
+    from comparison import twin
+    from comparison.sidebyside import train_side_by_side
 
     pair = twin.twin_pair(name, "float32", args.seed)
     return train_side_by_side(pair, args, console)
@@ -201,7 +202,7 @@ def save_figure(results: dict, path: Path) -> None:
 
 
 def run_command(args) -> dict:
-    from keras_impl.crosscheck import localize
+    from comparison import localize
 
     started = datetime.now().strftime("%Y%m%d-%H%M%S")
     logdir = Path(args.logdir) / f"compare-{started}"
@@ -267,7 +268,7 @@ def parse_args(argv):
     parser.add_argument("--json", type=output_file, help="write every number to this JSON file")
     if command not in ("params", "gradcheck"):  # those two read no MNIST
         add_data_dir_arg(parser)
-    if command in ("exercise", "check", "bugs"):  # keras_impl/grading: exercises, grading
+    if command in ("exercise", "check", "bugs"):  # comparison/grading: exercises, grading
         {"exercise": exercise, "check": student, "bugs": bugtable}[command].add_arguments(parser)
     if command == "params":
         parser.add_argument("--all", action="store_true", help="every zoo model")
@@ -282,7 +283,7 @@ def parse_args(argv):
         parser.add_argument("--readme", type=benchreadme.readme_file, metavar="FILE",
                             help="write the results table, with the targets, into this "
                                  "Markdown file (between its bench-table marker lines)")
-    if command == "profile":  # ms, FLOPs and bytes per layer: keras_impl/crosscheck/profile.py
+    if command == "profile":  # ms, FLOPs and bytes per layer: comparison/profile.py
         parser.add_argument("--batch-size", type=at_most(positive_int, 55_000), default=128)
         parser.add_argument("--figure", type=figure_file, help="stacked bars per layer")
     if command == "run":
@@ -304,19 +305,19 @@ def parse_args(argv):
 
 
 def gradcheck_command(args) -> dict:
-    from keras_impl.crosscheck import gradtable
+    from comparison import gradtable
 
     return gradtable.main(args, console)
 
 
 def profile_command(args) -> dict:
-    from keras_impl.crosscheck import profile
+    from comparison import profile
 
     return profile.main(args, console)
 
 
 def bench_command(args) -> dict:
-    from keras_impl.crosscheck import bench
+    from comparison import bench
 
     return bench.main(args, console)
 
@@ -334,7 +335,7 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["lab"]:  # a web server with its own command line
-        from keras_impl.lab.cli import main as lab_main
+        from comparison.lab.cli import main as lab_main
         return lab_main(argv[1:])
     args = parse_args(argv)
     try:

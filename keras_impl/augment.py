@@ -37,7 +37,7 @@ built from the same functions.
 """
 from __future__ import annotations
 
-import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import dataclasses
 import math
@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_impl.data import add_data_dir_arg, load_split, run_cli
-from scratch.cli import at_most, figure_file, nonnegative_float, positive_int, seed_number
+from plumbing.args import at_most, figure_file, nonnegative_float, positive_int, seed_number
 
 IMAGE_SIZE = 28
 CENTRE = (IMAGE_SIZE - 1) / 2  # pixel centres sit at integer coordinates 0..27

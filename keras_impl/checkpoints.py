@@ -21,7 +21,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_impl.interrupts import interrupts_deferred
+from plumbing.interrupts import interrupts_deferred
 
 CHECKPOINTS_KEPT = 3
 

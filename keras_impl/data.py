@@ -14,7 +14,7 @@ Options 1 and 2 name a folder with the four original IDX files, gzipped or not.
 """
 from __future__ import annotations
 
-import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import functools
 import gzip
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scratch.cli import output_folder, positive_int
+from plumbing.args import output_folder, positive_int
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049

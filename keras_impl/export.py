@@ -20,7 +20,7 @@ Keras assumes anyway, and a model Keras 3.5 cannot express is refused.
 """
 from __future__ import annotations
 
-from keras_impl.quiet import h5_notice_silenced  # first: quiets TensorFlow's start-up
+from plumbing.quiet import h5_notice_silenced  # first: quiets TensorFlow's start-up
 import argparse
 import json
 import os
@@ -34,7 +34,7 @@ from keras_impl.data import run_cli
 from keras_impl.model import TwinNet, build_sequential, keras_layer
 from keras_impl.model_files import ModelFileError, load_model
 from scratch import zoo
-from scratch.cli import output_file
+from plumbing.args import output_file
 from scratch.registry import KINDS
 
 MAX_BYTES = 500_000_000  # graders accept files under 500 MB

@@ -104,3 +104,14 @@ def batch_input_shape(model: keras.Model) -> tuple:
     if isinstance(model, TwinNet):
         return (None, *input_shape(model.arch, model.flat))
     return tuple(model.input_shape)
+
+
+def arch_layers(keras_model) -> list:
+    """The Keras layers that correspond to the zoo declaration, in declaration order.
+
+    TwinNet exposes them as `arch_layers`; for a Sequential they are its layers
+    minus a trailing Softmax (the exported models' extra output layer).
+    """
+    if hasattr(keras_model, "arch_layers"):
+        return list(keras_model.arch_layers)
+    return [layer for layer in keras_model.layers if not isinstance(layer, keras.layers.Softmax)]

@@ -37,7 +37,7 @@ file's kind and the test data have been checked: bad input is reported at once.
 """
 from __future__ import annotations
 
-import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import sys
 from pathlib import Path
@@ -52,7 +52,8 @@ from keras_impl.data import add_data_dir_arg, load_split, run_cli
 from keras_impl.digits import DigitImageError, collect_images, preprocess_file
 from keras_impl.model_files import ModelFileError, check_model_file, load_model
 from scratch import zoo
-from scratch.cli import output_file, output_folder, write_json
+from plumbing.args import output_file, output_folder
+from plumbing.files import write_json
 
 PROB_EPSILON = 1e-7  # Keras's clip for cross-entropy on probabilities
 MISCLASSIFIED_SHOWN = 12

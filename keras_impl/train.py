@@ -19,7 +19,7 @@ Read it from the top, as the quickstart goes:
 What is not the idea but makes a real run lives in small modules beside this one:
 keras_impl.multistep (fit_custom runs train_step STEPS_PER_CALL times per call, its
 batches drawn in the graph), keras_impl.summaries (per-step loss, the graph, weight
-histograms, misclassified digits), keras_impl.checkpoints and keras_impl.interrupts.
+histograms, misclassified digits), keras_impl.checkpoints and plumbing.interrupts.
 The command line, `python -m keras_impl.train`, is keras_impl.train_cli.
 
 Both loops checkpoint the start of a run and the end of every epoch (keras_impl.checkpoints).
@@ -32,7 +32,7 @@ the L2 penalty, as fit() reports it.
 """
 from __future__ import annotations
 
-import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import math
 import runpy
 import time
@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keras_impl.checkpoints import Checkpoints, TrainError
-from keras_impl.interrupts import stop_signal_name, stops_between_steps
+from plumbing.interrupts import stop_signal_name, stops_between_steps
 from keras_impl.losses import SparseSmoothedCrossentropy
 from keras_impl.model import batch_input_shape
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps, train_epoch
@@ -324,7 +324,7 @@ class _FitTracker(keras.callbacks.Callback):
     on Ctrl-C and on SIGTERM.
 
     records: the run's per-epoch records so far, extended in place; stop: the
-    StopRequest of keras_impl.interrupts, checked after every batch and epoch.
+    StopRequest of plumbing.interrupts, checked after every batch and epoch.
     """
 
     def __init__(self, ckpts: Checkpoints, records: list[dict], stop):

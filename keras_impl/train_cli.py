@@ -24,7 +24,7 @@ Everything goes to --logdir (default runs/<model>-<loop>):
 --augment draws a random rotation, shift, scale and stroke width for every training
 image (keras_impl.augment); --schedule cosine decays the learning rate to 0 over the
 run after --warmup-epochs of linear warmup; --label-smoothing s trains against
-(1 - s) * onehot + s / 10. The NumPy side (keras_impl.scratch_train) has the same options.
+(1 - s) * onehot + s / 10. The NumPy side (comparison.scratch_train) has the same options.
 --json FILE adds a summary: status, per-epoch loss/accuracy/val_loss/val_accuracy,
 step and seconds, and seconds_per_epoch (for comparing the two loops).
 
@@ -45,7 +45,7 @@ reports it.
 """
 from __future__ import annotations
 
-import keras_impl.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import json
 import os
@@ -60,14 +60,15 @@ from keras_impl.augment import Augmentation
 from keras_impl.checkpoints import TrainError
 from keras_impl.data import add_data_dir_arg, make_dataset, run_cli
 from keras_impl.export import ExportError, export_h5
-from keras_impl.interrupts import sigterm_as_interrupt, stop_signal_name
+from plumbing.interrupts import sigterm_as_interrupt, stop_signal_name
 from keras_impl.model import batch_input_shape, build_sequential, build_twinnet
 from keras_impl.optimizers import make_optimizer
 from keras_impl.train import epoch_length, fit_baseline, fit_custom, make_loss_fn
 from scratch import zoo
-from scratch.cli import (add_optimizer_args, batch_size, check_optimizer_args, epoch_count,
-                         fraction, model_name, nonnegative_float, output_file, output_folder,
-                         positive_int, seed_number, write_json)
+from plumbing.args import (batch_size, epoch_count, fraction, nonnegative_float, output_file,
+                           output_folder, positive_int, seed_number)
+from plumbing.files import write_json
+from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 from scratch.optim import DEFAULT_LR, CosineDecay
 
 # Settings a resumed run must share (the checkpoint restores the learning rate too).

@@ -15,5 +15,5 @@ Pure NumPy: nothing in this package may import TensorFlow or Keras.
     model         build_model(name) -> Model; parameter tables; save_npz / load_npz
     gradcheck     central differences against the hand-written gradients
     train         the training loops and checkpoints (their command line, on tf.data
-                  batches, is keras_impl.scratch_train)
+                  batches, is comparison.scratch_train)
 """

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from scratch import zoo
-from scratch.cli import batch_size, model_name, nonnegative_float, positive_int, seed_number
+from plumbing.args import batch_size, nonnegative_float, positive_int, seed_number
+from scratch.cli import model_name
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model
 from scratch.registry import KINDS

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from scratch import zoo
-from scratch.cli import atomic_write, input_file, model_name
+from plumbing.args import input_file
+from plumbing.files import atomic_write
+from scratch.cli import model_name
 from scratch.initializers import INITIALIZERS
 from scratch.layer_classes import BatchNorm, Dropout, MaxPool2D
 from scratch.losses import l2_penalty, softmax_cross_entropy
@@ -346,7 +348,7 @@ def main(argv=None) -> None:
     parser.add_argument("names", nargs="*", metavar="NAME", type=model_name,
                         help=f"zoo model: {', '.join(zoo.model_names())} or fc<n>")
     parser.add_argument("--file", action="append", default=[], metavar="NPZ", type=input_file,
-                        help="a model saved by `python -m keras_impl.scratch_train --save`")
+                        help="a model saved by `python -m comparison.scratch_train --save`")
     args = parser.parse_args(argv)
     if not (args.names or args.file):
         parser.error("nothing to show: give a model NAME or --file NPZ")

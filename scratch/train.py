@@ -5,7 +5,7 @@
     checkpoint_extras / restore_checkpoint   what --save adds to a model's .npz
 
 The batches are any iterable of NumPy (x, y) pairs. The command line that trains on
-the same tf.data batches as the Keras side is `python -m keras_impl.scratch_train`:
+the same tf.data batches as the Keras side is `python -m comparison.scratch_train`:
 it lives outside scratch/, which never imports TensorFlow.
 """
 from __future__ import annotations
@@ -121,5 +121,5 @@ def restore_checkpoint(path, settings: dict):
 
 if __name__ == "__main__":  # the command line moved out of scratch/ (it needs tf.data)
     print("error: scratch.train has no command line; train with "
-          "python -m keras_impl.scratch_train (same arguments)", file=sys.stderr)
+          "python -m comparison.scratch_train (same arguments)", file=sys.stderr)
     sys.exit(2)

@@ -44,7 +44,7 @@ def quick_models(config, tmp_path_factory):
     convnet, trained on first use and cached in pytest's cache (.pytest_cache), so a
     machine trains it once for all later runs (in a temporary folder when pytest runs
     without its cache, `-p no:cacheprovider`)."""
-    from keras_impl.lab.twins import LabModels
+    from comparison.lab.twins import LabModels
 
     models = LabModels()
     cache = getattr(config, "cache", None)

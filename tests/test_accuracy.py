@@ -1,4 +1,4 @@
-"""keras_impl.experiments.accuracy (`python -m keras_impl.accuracy`): recipes run per seed,
+"""comparison.experiments.accuracy (`python -m comparison.experiments.accuracy`): recipes run per seed,
 resumed or reused, and summarised."""
 import json
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import needs_mnist
-from keras_impl.experiments import accuracy
+from comparison.experiments import accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = needs_mnist
@@ -81,8 +81,8 @@ def test_failed_training_is_one_line(tiny_recipes, tmp_path, monkeypatch, capsys
 
 
 def test_the_command_keeps_its_name(tmp_path):
-    """`python -m keras_impl.accuracy` runs keras_impl.experiments.accuracy's main."""
-    result = subprocess.run([sys.executable, "-m", "keras_impl.accuracy", "table", "--out",
+    """`python -m comparison.experiments.accuracy` runs comparison.experiments.accuracy's main."""
+    result = subprocess.run([sys.executable, "-m", "comparison.experiments.accuracy", "table", "--out",
                              str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "accuracy.json").read_text()) == {"rows": []}

@@ -140,7 +140,7 @@ def test_same_seed_same_augmented_batches_and_each_epoch_differs(idx_folder):
 
 
 def test_creating_an_iterator_skips_an_epoch_of_augmentation(idx_folder):
-    """keras_impl/crosscheck/scratch_loop.py resumes by calling iter() once per finished epoch."""
+    """comparison/scratch_loop.py resumes by calling iter() once per finished epoch."""
     second_epoch = epochs(idx_folder, Augmentation())[1]
     ds = data.make_dataset("train", 64, seed=0, data_dir=idx_folder, augment=Augmentation())
     iter(ds)

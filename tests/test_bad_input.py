@@ -110,8 +110,8 @@ def fast_cases():
     """{name: (argv of the files, words the error line holds, exit code)}: each refused
     before TensorFlow is imported."""
     compare, data, test = "compare.py", ["-m", "keras_impl.data"], ["-m", "keras_impl.test"]
-    scratch_train = ["-m", "keras_impl.scratch_train", "--model", "fc16", "--epochs", "1"]
-    experiments = ["-m", "keras_impl.experiments"]
+    scratch_train = ["-m", "comparison.scratch_train", "--model", "fc16", "--epochs", "1"]
+    experiments = ["-m", "comparison.experiments"]
     return {
         # damaged files
         "gzip with damaged deflate data": (
@@ -175,7 +175,7 @@ def fast_cases():
                               ["argument --plots", "is a file"], 2),
         "--out is a file": (lambda f: [*experiments, "epochs", "--out", f.text],
                             ["argument --out", "is a file"], 2),
-        "accuracy --out is a file": (lambda f: ["-m", "keras_impl.accuracy", "table", "--out",
+        "accuracy --out is a file": (lambda f: ["-m", "comparison.experiments.accuracy", "table", "--out",
                                                 f.text], ["argument --out"], 2),
         "--export-png is a file": (lambda f: [*data, "--export-png", f.text],
                                    ["argument --export-png"], 2),
@@ -200,10 +200,10 @@ def fast_cases():
         "grader: an empty test set": (
             lambda f: [GRADER_CHECK, f.text_h5, "--mnist-dir", f.no_test], ["no test images"], 2),
         "accuracy table of a corrupt JSON": (
-            lambda f: ["-m", "keras_impl.accuracy", "table", "--out", f.corrupt_results],
+            lambda f: ["-m", "comparison.experiments.accuracy", "table", "--out", f.corrupt_results],
             ["keras-best-seed0-test.json: not a readable JSON file"], 2),
         "accuracy table of an incomplete JSON": (
-            lambda f: ["-m", "keras_impl.accuracy", "table", "--out", f.incomplete_results],
+            lambda f: ["-m", "comparison.experiments.accuracy", "table", "--out", f.incomplete_results],
             ["keras-best-seed0-test.json", "KeyError: 'original'"], 2),
         # options that were ignored
         "bench reads --data-dir": (lambda f: [compare, "bench", "--data-dir", f.tiny],

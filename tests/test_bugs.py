@@ -8,8 +8,8 @@ from rich.console import Console
 
 import compare
 from helpers import MNIST_DIR, needs_mnist, random_batch
-from keras_impl.grading import bugtable
-from keras_impl.grading.bugs import BUGS, planted
+from comparison.grading import bugtable
+from comparison.grading.bugs import BUGS, planted
 from scratch import layers, optim, zoo
 from scratch.model import build_model
 from scratch.registry import KINDS

@@ -1,20 +1,21 @@
-"""scratch.cli: the argument types, the optimizer flags of every training command line, and
-the atomic writes."""
+"""plumbing.args, plumbing.files and scratch.cli: the argument types, the optimizer flags of
+every training command line, and the atomic writes."""
 import argparse
 import json
 import os
 
 import pytest
 
+from plumbing import args, files
 from scratch import cli
 
 TYPES = {  # type: (accepted text -> value, refused texts, the wording)
-    cli.positive_int: ({"1": 1, "128": 128}, ["0", "-3", "1.5", "many"], "a positive integer"),
-    cli.nonnegative_int: ({"0": 0, "7": 7}, ["-1", "2.0", "x"], "an integer >= 0"),
-    cli.positive_float: ({"0.1": 0.1, "1e-5": 1e-5, "3": 3.0}, ["0", "-0.1", "x"],
+    args.positive_int: ({"1": 1, "128": 128}, ["0", "-3", "1.5", "many"], "a positive integer"),
+    args.nonnegative_int: ({"0": 0, "7": 7}, ["-1", "2.0", "x"], "an integer >= 0"),
+    args.positive_float: ({"0.1": 0.1, "1e-5": 1e-5, "3": 3.0}, ["0", "-0.1", "x"],
                          "a positive number"),
-    cli.nonnegative_float: ({"0": 0.0, "2.5": 2.5}, ["-1e-9", "x"], "a number >= 0"),
-    cli.fraction: ({"0": 0.0, "0.1": 0.1, "0.999": 0.999}, ["1", "1.5", "-0.1"],
+    args.nonnegative_float: ({"0": 0.0, "2.5": 2.5}, ["-1e-9", "x"], "a number >= 0"),
+    args.fraction: ({"0": 0.0, "0.1": 0.1, "0.999": 0.999}, ["1", "1.5", "-0.1"],
                    "a number in [0, 1)"),
 }
 NOT_FINITE = ["nan", "inf", "-inf", "NaN", "Infinity"]
@@ -36,12 +37,12 @@ def test_types_refuse_nan_inf_and_out_of_range_in_one_wording(kind):
 
 
 def test_bounded_types_name_their_limit():
-    assert cli.epoch_count(str(cli.MAX_EPOCHS)) == cli.MAX_EPOCHS
-    assert cli.seed_number(str(2**32 - 1)) == 2**32 - 1
-    for kind, text, wanted in [(cli.epoch_count, "100000000000000000000", "at most 10,000"),
-                               (cli.seed_number, str(2**32), "at most 4,294,967,295"),
-                               (cli.epoch_count, "0", "a positive integer"),
-                               (cli.seed_number, "nan", "an integer >= 0")]:
+    assert args.epoch_count(str(args.MAX_EPOCHS)) == args.MAX_EPOCHS
+    assert args.seed_number(str(2**32 - 1)) == 2**32 - 1
+    for kind, text, wanted in [(args.epoch_count, "100000000000000000000", "at most 10,000"),
+                               (args.seed_number, str(2**32), "at most 4,294,967,295"),
+                               (args.epoch_count, "0", "a positive integer"),
+                               (args.seed_number, "nan", "an integer >= 0")]:
         with pytest.raises(argparse.ArgumentTypeError) as info:
             kind(text)
         assert str(info.value) == f"must be {wanted}, got {text!r}"
@@ -60,14 +61,14 @@ def test_path_types_refuse_what_cannot_be_written_or_read(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.txt").write_text("x")
     refused = [
-        (cli.output_file, "folder", "'{}' is a folder, expected a file name"),
-        (cli.output_file, "file.txt/run.json", "'{}' is a file, not a folder"),
-        (cli.output_folder, "file.txt", "'{}' is a file, expected a folder"),
-        (cli.output_folder, "file.txt/sub", "'{}' is a file, not a folder"),
-        (cli.figure_file, "plot.txt", "'{}': expected a name ending in .png, .pdf or .svg"),
-        (cli.figure_file, "folder", "'{}' is a folder, expected a file name"),
-        (cli.input_file, "folder", "'{}' is a folder, expected a file"),
-        (cli.input_file, "missing.json", "'{}': no such file"),
+        (args.output_file, "folder", "'{}' is a folder, expected a file name"),
+        (args.output_file, "file.txt/run.json", "'{}' is a file, not a folder"),
+        (args.output_folder, "file.txt", "'{}' is a file, expected a folder"),
+        (args.output_folder, "file.txt/sub", "'{}' is a file, not a folder"),
+        (args.figure_file, "plot.txt", "'{}': expected a name ending in .png, .pdf or .svg"),
+        (args.figure_file, "folder", "'{}' is a folder, expected a file name"),
+        (args.input_file, "folder", "'{}' is a folder, expected a file"),
+        (args.input_file, "missing.json", "'{}': no such file"),
     ]
     for kind, name, message in refused:
         with pytest.raises(argparse.ArgumentTypeError) as info:
@@ -75,10 +76,10 @@ def test_path_types_refuse_what_cannot_be_written_or_read(tmp_path):
         named = tmp_path / ("file.txt" if "is a file, not" in message else name)
         assert str(info.value) == message.format(named), (kind.__name__, name)
     # what will be made: missing folders are fine
-    assert cli.output_file(str(tmp_path / "new" / "run.json")) == tmp_path / "new" / "run.json"
-    assert cli.output_folder(str(tmp_path / "new" / "logs")) == tmp_path / "new" / "logs"
-    assert cli.figure_file(str(tmp_path / "plot.PDF")) == tmp_path / "plot.PDF"
-    assert cli.input_file(str(tmp_path / "file.txt")) == tmp_path / "file.txt"
+    assert args.output_file(str(tmp_path / "new" / "run.json")) == tmp_path / "new" / "run.json"
+    assert args.output_folder(str(tmp_path / "new" / "logs")) == tmp_path / "new" / "logs"
+    assert args.figure_file(str(tmp_path / "plot.PDF")) == tmp_path / "plot.PDF"
+    assert args.input_file(str(tmp_path / "file.txt")) == tmp_path / "file.txt"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]  # none made
 
 
@@ -94,29 +95,29 @@ def test_a_refused_value_is_one_line_naming_the_flag(capsys):
 
 def test_write_json_is_indented_with_a_final_newline_and_creates_the_folder(tmp_path):
     path = tmp_path / "new" / "report.json"
-    cli.write_json(path, {"b": [1, 2.5], "a": None})
+    files.write_json(path, {"b": [1, 2.5], "a": None})
     assert path.read_text() == '{\n  "b": [\n    1,\n    2.5\n  ],\n  "a": null\n}\n'
     assert os.listdir(path.parent) == ["report.json"]  # no temporary file left behind
 
 
 def test_atomic_write_creates_the_folder(tmp_path):
     path = tmp_path / "a" / "b" / "weights.bin"
-    cli.atomic_write(path, lambda f: f.write(b"\x00\x01"))
+    files.atomic_write(path, lambda f: f.write(b"\x00\x01"))
     assert path.read_bytes() == b"\x00\x01" and os.listdir(path.parent) == ["weights.bin"]
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
     path = tmp_path / "report.json"
-    cli.write_json(path, {"epoch": 1})
+    files.write_json(path, {"epoch": 1})
     with pytest.raises(TypeError):
-        cli.write_json(path, {"epoch": object()})  # not JSON: fails before anything is written
+        files.write_json(path, {"epoch": object()})  # not JSON: fails before anything is written
 
     def half_then_crash(f):
         f.write(b'{"epoch": ')
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        cli.atomic_write(path, half_then_crash)
+        files.atomic_write(path, half_then_crash)
     assert json.loads(path.read_text()) == {"epoch": 1}
     assert os.listdir(tmp_path) == ["report.json"]
 
@@ -125,7 +126,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
 
 
 def scratch_train_args(argv):
-    from keras_impl import scratch_train
+    from comparison import scratch_train
 
     return scratch_train.parse_args(["--model", "fc16", "--epochs", "1", *argv])
 
@@ -143,7 +144,7 @@ def compare_args(argv):
 
 
 def experiments_args(argv):
-    from keras_impl.experiments import __main__ as experiments
+    from comparison.experiments import __main__ as experiments
 
     parser = experiments.build_parser()
     args = parser.parse_args(["epochs", *argv])

@@ -7,7 +7,7 @@ import pytest
 
 import compare
 from helpers import needs_mnist, random_batch, with_first_array
-from keras_impl.crosscheck import layout, params, twin
+from comparison import layout, params, twin
 from scratch import gradcheck, zoo
 
 
@@ -86,7 +86,7 @@ def test_biases_feeding_batchnorm_get_zero_gradient_on_both_sides():
 def test_batchnorm_forward_and_moving_statistics_equal_keras(shape):
     import keras
 
-    from keras_impl.crosscheck.twin import keras_floatx
+    from comparison.twin import keras_floatx
     from scratch.layer_classes import BatchNorm
 
     rng = np.random.default_rng(3)
@@ -273,7 +273,7 @@ def test_l2_covers_the_hidden_kernels_only_in_both_implementations():
 def test_bench_times_the_custom_loop_over_every_batch_after_the_warm_up(monkeypatch):
     import tensorflow as tf
 
-    from keras_impl.crosscheck import bench
+    from comparison import bench
     from keras_impl.multistep import make_train_steps
     from keras_impl.optimizers import make_optimizer
     from keras_impl.train import make_train_step
@@ -300,7 +300,7 @@ def test_bench_pipeline_time_waits_for_the_batches_it_draws():
 
     import tensorflow as tf
 
-    from keras_impl.crosscheck import bench
+    from comparison import bench
 
     delay, timed = 0.05, 4  # seconds per batch; batches after the warm-up ones
 
@@ -314,7 +314,7 @@ def test_bench_pipeline_time_waits_for_the_batches_it_draws():
 
 
 def test_bench_counts_training_flops_from_the_layer_declarations():
-    from keras_impl.crosscheck import bench
+    from comparison import bench
 
     # Multiply-adds x 2 FLOPs x 3 (forward, plus backward's two products); a conv
     # layer's multiply-adds are its weights times its output positions.
@@ -335,7 +335,7 @@ def bench_results(**changes):
 
 
 def test_bench_readme_table_puts_every_target_beside_its_figure():
-    from keras_impl.crosscheck import benchreadme
+    from comparison import benchreadme
 
     table = benchreadme.bench_markdown(bench_results(
         convnet={"ratio_numpy_over_fit": 1.31, "numpy_gflops": 80.0},
@@ -354,7 +354,7 @@ def test_bench_readme_table_puts_every_target_beside_its_figure():
 
 def test_bench_readme_rewrites_only_between_the_markers(tmp_path):
     import argparse
-    from keras_impl.crosscheck import benchreadme
+    from comparison import benchreadme
 
     readme = tmp_path / "README.md"
     before, after = "# twinnet\n\ntext before\n", "text after\n"
@@ -374,7 +374,7 @@ def test_bench_readme_rewrites_only_between_the_markers(tmp_path):
 def test_memory_probe_sees_the_arrays_of_a_bigger_batch():
     """The fresh process's peak grows with what its training holds: convnet's step at
     batch 1024 holds ~0.5 GB more than at 128 (activations, im2col rows, gradients)."""
-    from keras_impl.crosscheck import memory
+    from comparison import memory
 
     ballast = np.ones(2_000_000_000 // 8)  # this process: 2 GB more than any probe
     small = memory.numpy_training_peak_mb("convnet", steps=1)

@@ -1,4 +1,4 @@
-"""Exercise files and `python compare.py check` (keras_impl/grading).
+"""Exercise files and `python compare.py check` (comparison/grading).
 
 The reference functions must pass every check of every layer; an unfilled exercise must
 fail cleanly (exit 1, the student's NotImplementedError, no traceback of ours); planted
@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 import compare
-from keras_impl.grading import checks, exercise, network, student
+from comparison.grading import checks, exercise, network, student
 from scratch import layers, losses
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")

@@ -1,4 +1,4 @@
-"""keras_impl.experiments: every experiment end to end on a tiny setting, plus its pieces.
+"""comparison.experiments: every experiment end to end on a tiny setting, plus its pieces.
 
 The end-to-end tests train on a few hundred real MNIST images for one or two epochs, so
 they check the plumbing and the bookkeeping (histories, chosen epoch, mean and std,
@@ -15,9 +15,9 @@ from PIL import Image
 
 from helpers import needs_mnist
 from keras_impl.digits import preprocess_file
-from keras_impl.experiments import own_digits
-from keras_impl.experiments.__main__ import main
-from keras_impl.experiments.runs import ExperimentError
+from comparison.experiments import own_digits
+from comparison.experiments.__main__ import main
+from comparison.experiments.runs import ExperimentError
 from scratch import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def run(name, out: Path, *options) -> dict:
         assert image.format == "PNG" and min(image.size) > 200
     result = json.loads((out / f"{name}.json").read_text())
     assert result["experiment"] == name
-    assert result["command"].startswith(f"python -m keras_impl.experiments {name} --out")
+    assert result["command"].startswith(f"python -m comparison.experiments {name} --out")
     return result
 
 
@@ -110,11 +110,11 @@ def test_complexity_replots_a_results_json(tmp_path):
 
 
 def test_the_command_runs_as_a_package(tmp_path):
-    """`python -m keras_impl.experiments` (the package's __main__.py), replotting a JSON."""
+    """`python -m comparison.experiments` (the package's __main__.py), replotting a JSON."""
     source = {"models": {"tiny": {"params": 1_000, "test_accuracy": 0.9, "epochs": 1}},
               "settings": {"epochs": 1}}
     (tmp_path / "earlier.json").write_text(json.dumps(source))
-    result = subprocess.run([sys.executable, "-m", "keras_impl.experiments", "complexity",
+    result = subprocess.run([sys.executable, "-m", "comparison.experiments", "complexity",
                              "--out", str(tmp_path / "out"), "--from-json",
                              str(tmp_path / "earlier.json")],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -1,7 +1,7 @@
 """Explanations computed twice: scratch.explain (the engine's backward pass) against
 keras_impl.explain (GradientTape), and what each method promises.
 
-Agreement is judged like the gradient cross-checks (keras_impl.crosscheck.twin), in
+Agreement is judged like the gradient cross-checks (comparison.twin), in
 float64 and elementwise: |a - b| / max(|a|, |b|, FLOOR * max|map|) <= 1e-7 for every
 entry of every map. The floor keeps entries that are 0 in exact arithmetic (a pixel no
 path reaches) from dividing round-off by round-off.
@@ -15,7 +15,7 @@ import pytest
 
 from helpers import needs_mnist, run_command
 from keras_impl import explain as keras_explain
-from keras_impl.crosscheck import layout, twin
+from comparison import layout, twin
 from scratch import explain as numpy_explain
 from scratch.gradcheck import grad_rel_error, numeric_gradient
 

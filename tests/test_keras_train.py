@@ -23,7 +23,7 @@ from keras_impl import export
 from keras_impl import test as keras_test
 from keras_impl import train, train_cli
 from keras_impl.checkpoints import Checkpoints
-from keras_impl.interrupts import (Terminated, interrupts_deferred, sigterm_as_interrupt,
+from plumbing.interrupts import (Terminated, interrupts_deferred, sigterm_as_interrupt,
                                    stops_between_steps)
 from keras_impl.model import build_sequential, build_twinnet
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps

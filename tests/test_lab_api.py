@@ -22,10 +22,10 @@ import pytest
 from PIL import Image
 
 from helpers import needs_mnist
-from keras_impl.crosscheck import layout
+from comparison import layout
 from keras_impl.digits import preprocess_file
-from keras_impl.lab import cli, predict as lab_predict, twins as lab_twins
-from keras_impl.lab.server import MAX_BODY, create_app
+from comparison.lab import cli, predict as lab_predict, twins as lab_twins
+from comparison.lab.server import MAX_BODY, create_app
 from keras_impl.model import build_twinnet
 from lab_support import data_url, drawn, png_bytes, quick_models
 from scratch.model import build_model, save_npz
@@ -208,7 +208,7 @@ def test_an_unexpected_failure_is_a_500_and_the_server_goes_on(client, monkeypat
     def broken(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("keras_impl.lab.server.predict", broken)
+    monkeypatch.setattr("comparison.lab.server.predict", broken)
     reply = client.post("/api/predict", json={"pixels": WHITE})
     assert reply.status_code == 500 and "RuntimeError: boom" in reply.get_json()["error"]
     monkeypatch.undo()

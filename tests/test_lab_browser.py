@@ -37,7 +37,7 @@ pytestmark = [
 def lab_url(request, tmp_path_factory):
     from werkzeug.serving import make_server
 
-    from keras_impl.lab.server import QuietRequests, create_app
+    from comparison.lab.server import QuietRequests, create_app
 
     server = make_server("127.0.0.1", 0, create_app(quick_models(request.config, tmp_path_factory)),
                          threaded=True, request_handler=QuietRequests)

@@ -6,8 +6,8 @@ import pytest
 
 import compare
 from helpers import MNIST_DIR, needs_mnist, random_batch
-from keras_impl.crosscheck import localize, twin
-from keras_impl.grading.bugs import planted, readable_layers
+from comparison import localize, twin
+from comparison.grading.bugs import planted, readable_layers
 
 
 def first_disagreement(name, bug, steps=2, n=4):

@@ -99,7 +99,7 @@ def test_profile_refuses_bad_arguments_in_one_line(argv, message, capsys):
 
 
 def test_profile_tables_fit_80_columns_for_the_largest_model():
-    from keras_impl.crosscheck import profile
+    from comparison import profile
 
     rows = profile.work_rows("best", 128)
     for row in rows:  # four-digit milliseconds everywhere: the widest numbers printed

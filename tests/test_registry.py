@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_impl.crosscheck import params, twin
+from comparison import params, twin
 from keras_impl.model import keras_layer
 from scratch import famous, layers, zoo
 from scratch.gradcheck import grad_rel_error, numeric_gradient

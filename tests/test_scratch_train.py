@@ -1,4 +1,4 @@
-"""scratch.train (the NumPy training loops) and `python -m keras_impl.scratch_train`, their
+"""scratch.train (the NumPy training loops) and `python -m comparison.scratch_train`, their
 command line on the shared tf.data batches.
 
 Tests marked `needs_mnist` need the real data and skip with a reason when MNIST_DIR is unset.
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from helpers import MNIST_DIR, needs_mnist
-from keras_impl import scratch_train
-from keras_impl.crosscheck import scratch_loop
-from keras_impl.interrupts import Terminated
+from comparison import scratch_train
+from comparison import scratch_loop
+from plumbing.interrupts import Terminated
 from scratch import train, zoo
 from scratch.losses import softmax_cross_entropy
 from scratch.model import build_model, load_npz, read_npz, save_npz
@@ -101,7 +101,7 @@ def test_bad_arguments_are_one_line_errors(args, message, tmp_path, capsys):
         scratch_train.main(args)
     assert info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("python -m keras_impl.scratch_train: error:") and message in error
+    assert error.startswith("python -m comparison.scratch_train: error:") and message in error
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, capsys):
@@ -131,7 +131,7 @@ def test_resume_names_the_setting_that_differs_and_damaged_state(tmp_path, capsy
 
 def test_scratch_stays_tensorflow_free_through_its_command_lines():
     """Importing every scratch module and running its command lines loads neither
-    TensorFlow, Keras nor keras_impl; keras_impl.scratch_train checks its arguments
+    TensorFlow, Keras nor keras_impl; comparison.scratch_train checks its arguments
     before it loads TensorFlow."""
     code = (
         "import contextlib, importlib, io, pkgutil, sys, scratch\n"
@@ -145,7 +145,7 @@ def test_scratch_stays_tensorflow_free_through_its_command_lines():
         "    gradcheck.main(['tiny', '--entries', '2'])\n"
         "    model.main(['convnet'])\n"
         "    assert not loaded('tensorflow', 'keras', 'keras_impl'), loaded('keras_impl')\n"
-        "    from keras_impl import scratch_train\n"
+        "    from comparison import scratch_train\n"
         "    try:\n"
         "        scratch_train.main(['--model', 'convnet', '--epochs', '0'])\n"
         "    except SystemExit:\n"
@@ -243,7 +243,7 @@ def test_a_crash_loses_at_most_the_current_epoch(tmp_path):
 @needs_mnist
 def test_a_signal_in_a_step_stops_the_run_after_that_step(tmp_path):
     """SIGTERM while epoch 2's third step runs: that step ends, no fourth begins, and the
-    checkpoint holds epoch 1 (keras_impl.interrupts.stops_between_steps)."""
+    checkpoint holds epoch 1 (plumbing.interrupts.stops_between_steps)."""
     checkpoint, steps = tmp_path / "stopped.npz", []
     real_train_epoch = train.train_epoch
 
@@ -285,7 +285,7 @@ def test_augment_schedule_smoothing_resume_bit_for_bit(tmp_path):
 
 def test_missing_data_is_a_one_line_error(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "keras_impl.scratch_train", "--model", "fc128", "--epochs", "1",
+        [sys.executable, "-m", "comparison.scratch_train", "--model", "fc128", "--epochs", "1",
          "--data-dir", str(tmp_path / "nowhere")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2

@@ -1,5 +1,5 @@
 """A clean terminal: no TensorFlow start-up chatter, no .h5 notice, no Ctrl-C traceback
-(keras_impl.quiet), and every rich table of the command lines whole at 80 columns."""
+(plumbing.quiet), and every rich table of the command lines whole at 80 columns."""
 import argparse
 import ast
 import io
@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from keras_impl import quiet
+from plumbing import quiet
 from helpers import write_idx_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-# Every command line module: each must import keras_impl.quiet before anything else.
+# Every command line module: each must import plumbing.quiet before anything else.
 ENTRY_POINTS = ["compare.py", "keras_impl/train.py", "keras_impl/train_cli.py",
-                "keras_impl/test.py", "keras_impl/export.py", "keras_impl/scratch_train.py",
-                "keras_impl/data.py", "keras_impl/augment.py", "keras_impl/accuracy.py",
-                "keras_impl/experiments/__main__.py"]
+                "keras_impl/test.py", "keras_impl/export.py", "comparison/scratch_train.py",
+                "keras_impl/data.py", "keras_impl/augment.py", "comparison/experiments/accuracy.py",
+                "comparison/experiments/__main__.py"]
 TF_STARTUP_LINES = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "I0000 00:00:1796093696.808152   21642 port.cc:153] oneDNN custom operations are on. You "
@@ -102,13 +102,13 @@ def test_every_command_line_imports_quiet_first(path):
     first = imports[0]
     names = ([alias.name for alias in first.names] if isinstance(first, ast.Import)
              else [first.module])
-    assert names == ["keras_impl.quiet"], f"{path}: first import is {names}"
+    assert names == ["plumbing.quiet"], f"{path}: first import is {names}"
 
 
 # --- Ctrl-C with nothing to catch it -------------------------------------------------------
 
 def test_an_uncaught_ctrl_c_is_one_line_and_exits_as_ctrl_c():
-    proc = subprocess.run([sys.executable, "-c", "import keras_impl.quiet\n"
+    proc = subprocess.run([sys.executable, "-c", "import plumbing.quiet\n"
                            "raise KeyboardInterrupt"], cwd=ROOT, env=command_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.stderr == "interrupted\n"
@@ -141,7 +141,7 @@ def assert_whole_at_80(text: str) -> None:
 
 
 def test_bench_tables(monkeypatch):
-    from keras_impl.crosscheck import bench
+    from comparison import bench
 
     results = json.loads((ROOT / "results" / "bench.json").read_text())
     console = console80()
@@ -169,7 +169,7 @@ def test_compare_summary_and_gradient_tables(monkeypatch, fake_mnist):
 
 
 def test_parameter_tables():
-    from keras_impl.crosscheck import params
+    from comparison import params
     from scratch.model import build_model, print_param_table
 
     console = console80()
@@ -180,7 +180,7 @@ def test_parameter_tables():
 
 
 def test_gradient_check_tables(monkeypatch, capsys):
-    from keras_impl.crosscheck import gradtable
+    from comparison import gradtable
     from scratch import gradcheck
 
     monkeypatch.setattr(gradtable, "ENTRIES", 1)  # the same rows, checked on fewer entries

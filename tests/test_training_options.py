@@ -102,7 +102,7 @@ def test_bad_schedule():
 
 @needs_mnist
 def test_both_clis_seed_the_pipeline_alike():
-    """keras_impl.scratch_train seeds TensorFlow as keras_impl.train does
+    """comparison.scratch_train seeds TensorFlow as keras_impl.train does
     (keras.utils.set_random_seed), so the same --seed gives both the same shuffled,
     augmented batches."""
     import keras

@@ -1,0 +1,100 @@
+"""The performance table of README.md, written by `python compare.py bench --readme README.md`.
+
+The bench's numbers go into a Markdown table, each beside its target (issue 16's),
+and the table replaces whatever stands between the two marker lines
+
+    <!-- bench table: start -->
+    <!-- bench table: end -->
+
+of the file, so that the README shows the last bench run and nothing typed by hand.
+The file and its markers are checked before the bench starts (`readme_file`, an
+argparse type): a bad --readme fails in one line, not after minutes of timing.
+No TensorFlow here: compare.py checks its arguments before TensorFlow loads.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from plumbing.files import atomic_write
+
+START, END = "<!-- bench table: start -->", "<!-- bench table: end -->"
+
+# Issue 16's targets: NumPy / fit seconds per epoch at most `ratio`, NumPy at least
+# `gflops` GFLOP/s, a NumPy training's peak resident memory under `peak_mb` MB.
+TARGETS = {"fc128": {"ratio": 0.8}, "mlp500": {"ratio": 0.8},
+           "convnet": {"ratio": 1.3, "gflops": 80}, "cnn3": {"ratio": 1.2},
+           "best": {"ratio": 1.5, "peak_mb": 1500}}
+
+
+def readme_file(text: str) -> Path:
+    """--readme FILE: an existing, writable Markdown file holding both marker lines once."""
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file (the README to update)")
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text}: not writable")
+    try:
+        body = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise argparse.ArgumentTypeError(f"{text}: cannot read it as text ({err})") from None
+    lines = body.splitlines()
+    if lines.count(START) != 1 or lines.count(END) != 1 or lines.index(START) > lines.index(END):
+        raise argparse.ArgumentTypeError(
+            f"{text}: expected the lines {START!r} and then {END!r}, once each, around the "
+            "table to replace")
+    return path
+
+
+def _against(value: float, target: float | None, at_most: bool, text: str) -> str:
+    """`text`, then the target and whether this run met it: '1.45 (<= 1.2, **not met**)'.
+    A value that rounds to the target is shown to 6 digits: 0.8004 is not <= 0.8."""
+    if target is None:
+        return text
+    met = value <= target if at_most else value >= target
+    if value != target and text.replace(",", "") == f"{target:.{_decimals(text)}f}":
+        text = f"{value:.6g}"
+    sign = "<=" if at_most else ">="
+    return f"{text} ({sign} {target:g}, {'met' if met else '**not met**'})"
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def bench_markdown(results: dict) -> str:
+    """The bench's results (bench.main's dict) as a Markdown table with the targets."""
+    header = ["model", "NumPy s/epoch (1 thread)", "Keras `fit()`", "Keras custom loop",
+              "NumPy / fit (target)", "custom / fit", "NumPy GFLOP/s (target)", "fit GFLOP/s",
+              "NumPy peak MB (target)", "pipeline share"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, r in results["models"].items():
+        target = TARGETS.get(name, {})
+        cells = [name,
+                 f"{r['numpy_s_per_epoch']:.2f} ({r['numpy_1thread_s_per_epoch']:.2f})",
+                 f"{r['keras_fit_s_per_epoch']:.2f}", f"{r['keras_custom_s_per_epoch']:.2f}",
+                 _against(r["ratio_numpy_over_fit"], target.get("ratio"), True,
+                          f"{r['ratio_numpy_over_fit']:.2f}"),
+                 f"{r['ratio_custom_over_fit']:.2f}",
+                 _against(r["numpy_gflops"], target.get("gflops"), False,
+                          f"{r['numpy_gflops']:.0f}"),
+                 f"{r['keras_fit_gflops']:.0f}",
+                 _against(r["numpy_peak_rss_mb"], target.get("peak_mb"), True,
+                          f"{r['numpy_peak_rss_mb']:,.0f}"),
+                 f"{r['pipeline_share']:.1%}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    peak = results["matmul_peak_gflops"]
+    lines.append("")
+    lines.append(f"Matmul peak in the same run (1024 x 1024 float32): NumPy "
+                 f"{peak['numpy']:.0f} GFLOP/s, TensorFlow {peak['tensorflow']:.0f} GFLOP/s.")
+    return "\n".join(lines)
+
+
+def rewrite_readme(path: Path, table: str) -> None:
+    """Replace the lines between the markers of `path` (see readme_file) with `table`."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    bare = [line.rstrip("\r\n") for line in lines]
+    start, end = bare.index(START), bare.index(END)
+    text = "".join(lines[:start + 1]) + table + "\n" + "".join(lines[end:])
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -1,0 +1,63 @@
+"""The one place where Keras variables and NumPy parameters are matched up.
+
+Both implementations use the same memory layouts, chosen so that no array is ever
+transposed on the way between them:
+
+    activations    NHWC  (batch, height, width, channels)  TensorFlow's CPU default
+    conv kernels   HWIO  (kernel_h, kernel_w, in_channels, out_channels)  keras Conv2D
+    dense kernels  (fan_in, units)                         keras Dense
+    Flatten        C order over (H, W, C) on both sides, so the first Dense after a
+                   conv stack sees its inputs in the same order
+
+So the whole conversion is bookkeeping: zoo layer i <-> Keras layer i <-> NumPy layer i,
+and within a layer the Keras variable's name (`kernel`, `bias`, `gamma`, `beta`,
+`moving_mean`, `moving_variance`) <-> the NumPy layer's `params` key. `to_numpy` and
+`to_keras` check every shape, so a layout mistake fails loudly instead of training on
+scrambled weights. (A framework with NCHW/OIHW layouts, PyTorch for instance, would need
+its transposes here and nowhere else.)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from keras_impl.model import arch_layers
+
+
+def paired_weights(keras_model, numpy_model):
+    """[(label, keras_variable, numpy_layer, key)] for every weight, trainable or not.
+
+    label is "<layer index>/<name>", e.g. "2/kernel". Raises ValueError when the two
+    models do not have the same layers, names and shapes.
+    """
+    k_layers = arch_layers(keras_model)
+    if len(k_layers) != len(numpy_model.layers):
+        raise ValueError(f"Keras model has {len(k_layers)} layers, NumPy model "
+                         f"{len(numpy_model.layers)}: not the same architecture")
+    pairs = []
+    for i, (k_layer, n_layer) in enumerate(zip(k_layers, numpy_model.layers)):
+        k_names = [v.name for v in k_layer.weights]
+        if sorted(k_names) != sorted(n_layer.params):
+            raise ValueError(f"layer {i}: Keras weights {k_names}, NumPy params "
+                             f"{sorted(n_layer.params)}")
+        for variable in k_layer.weights:
+            key = variable.name
+            if tuple(variable.shape) != n_layer.params[key].shape:
+                raise ValueError(f"layer {i} {key}: Keras shape {tuple(variable.shape)}, "
+                                 f"NumPy shape {n_layer.params[key].shape}")
+            pairs.append((f"{i}/{key}", variable, n_layer, key))
+    return pairs
+
+
+def to_numpy(keras_model, numpy_model) -> None:
+    """Copy every Keras weight into the NumPy model (cast to the NumPy model's dtype),
+    BatchNorm's moving mean and variance included."""
+    for _, variable, layer, key in paired_weights(keras_model, numpy_model):
+        target = layer.params[key]
+        target[...] = np.asarray(variable.numpy(), dtype=target.dtype)
+
+
+def to_keras(numpy_model, keras_model) -> None:
+    """Copy every NumPy parameter into the Keras model (cast to the variable's dtype),
+    BatchNorm's moving mean and variance included."""
+    for _, variable, layer, key in paired_weights(keras_model, numpy_model):
+        variable.assign(np.asarray(layer.params[key], dtype=variable.dtype))
