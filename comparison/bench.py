@@ -212,6 +212,13 @@ def bench_tables(results: dict) -> list[Table]:
     return [seconds, speed]
 
 
+def add_arguments(parser) -> None:
+    """`python compare.py bench`'s own options."""
+    parser.add_argument("--readme", type=benchreadme.readme_file, metavar="FILE",
+                        help="write the results table, with the targets, into this "
+                             "Markdown file (between its bench-table marker lines)")
+
+
 def main(args, console) -> dict:
     names = args.model or list(FRACTIONS)
     peak = matmul_peak()

@@ -16,6 +16,7 @@ import numpy as np
 from rich.table import Table
 
 from comparison import twin
+from plumbing.args import batch_size, seed_number
 from scratch import gradcheck, zoo
 
 # Exactly representable in float32: keras.regularizers.L2 passes its factor through a
@@ -56,6 +57,13 @@ def mark(error, tolerance) -> str:
     if error is None:
         return "[red]nothing checked[/]"
     return f"{'[green]' if error <= tolerance else '[red]'}{error:.1e}[/]"
+
+
+def add_arguments(parser) -> None:
+    """`python compare.py gradcheck`'s own options (it reads no MNIST: generated batches)."""
+    parser.add_argument("--batch-size", type=batch_size, default=128,
+                        help=f"the batch (at most {MAX_BATCH} of it is checked)")
+    parser.add_argument("--seed", type=seed_number, default=0)
 
 
 def main(args, console) -> dict:

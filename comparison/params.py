@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from plumbing.args import positive_int
 from scratch import famous, zoo
+from scratch.cli import model_name
 
 DEFAULT_MODELS = ["fc128", "convnet"]
 
@@ -24,8 +26,7 @@ def param_comparison(name: str) -> dict:
     """Per-layer trainable counts of both implementations next to the zoo formula, and the
     non-trainable ones (BatchNorm's moving mean and variance, which Keras's count_params()
     includes); raises on mismatch."""
-    from keras_impl.model import arch_layers
-    from keras_impl.model import build_twinnet
+    from keras_impl.model import arch_layers, build_twinnet
     from scratch.model import build_model
 
     declared = zoo.param_rows(name)
@@ -69,7 +70,21 @@ def print_param_table(name: str, table: dict, console) -> None:
     console.print(out)
 
 
-def params_command(args, console) -> dict:
+def hidden_units(text: str) -> int:
+    """--hidden N: a positive N whose MLP fc<N> is small enough to build."""
+    units = positive_int(text)
+    model_name(f"fc{units}")
+    return units
+
+
+def add_arguments(parser) -> None:
+    """`python compare.py params`'s own options."""
+    parser.add_argument("--all", action="store_true", help="every zoo model")
+    parser.add_argument("--hidden", type=hidden_units, nargs="+", metavar="N",
+                        help="one-hidden-layer MLPs of N units (795N + 10)")
+
+
+def main(args, console) -> dict:
     names = args.model or (zoo.model_names() if args.all else [])
     if args.hidden:
         names += [f"fc{n}" for n in args.hidden]

@@ -38,6 +38,7 @@ from comparison.params import DEFAULT_MODELS
 from comparison.twin import optimizer_pair, twin_pair
 from keras_impl.data import make_dataset
 from keras_impl.train import make_train_step
+from plumbing.args import at_most, figure_file, positive_int
 from scratch import zoo
 
 WARMUP_STEPS = 2
@@ -327,6 +328,12 @@ def save_figure(results: list[dict], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def add_arguments(parser) -> None:
+    """`python compare.py profile`'s own options."""
+    parser.add_argument("--batch-size", type=at_most(positive_int, 55_000), default=128)
+    parser.add_argument("--figure", type=figure_file, help="stacked bars per layer")
 
 
 def main(args, console) -> dict:

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 import compare
 from helpers import needs_mnist, random_batch, with_first_array
@@ -192,7 +193,7 @@ def test_params_of_best_show_the_moving_statistics_apart(capsys):
     assert table["totals"] == {"numpy": 198_122, "keras": 198_122}
     assert table["non_trainable"] == {"numpy": 640, "keras": 640}
     assert table["keras_count_params"] == 198_762
-    params.print_param_table("best", table, compare.console)
+    params.print_param_table("best", table, Console())
     out = capsys.readouterr().out
     assert "198,762" in out and "│     640 │     640 │" in out
 

@@ -150,21 +150,20 @@ def test_bench_tables(monkeypatch):
     assert_whole_at_80(console.file.getvalue())
 
 
-def test_compare_summary_and_gradient_tables(monkeypatch, fake_mnist):
-    import compare
+def test_compare_summary_and_gradient_tables(fake_mnist):
+    from comparison import run
 
     console = console80()
-    monkeypatch.setattr(compare, "console", console)
     training = {"seconds_per_epoch": 14.31, "images_per_second": 3843.2, "test_accuracy": 0.9807,
                 "epochs": [{"val_accuracy": 0.9812}]}
     grads = {"max_error": 2.4e-7, "passed": True}
-    compare.print_summary({name: {"params": {"totals": {"numpy": 198_122}},
-                                  "gradients": {"float64": grads, "float32": grads},
-                                  "lockstep": {"max_abs_diff": 1.7e-4},
-                                  "training": {"numpy": training, "keras": training}}
-                           for name in ("fc128", "convnet", "best")})
+    run.print_summary({name: {"params": {"totals": {"numpy": 198_122}},
+                              "gradients": {"float64": grads, "float32": grads},
+                              "lockstep": {"max_abs_diff": 1.7e-4},
+                              "training": {"numpy": training, "keras": training}}
+                       for name in ("fc128", "convnet", "best")}, console)
     args = argparse.Namespace(batch_size=2, seed=0, data_dir=str(fake_mnist), limit=None)
-    compare.gradient_section("best", args)  # the longest variable names: BatchNorm's
+    run.gradient_section("best", args, console)  # the longest variable names: BatchNorm's
     assert_whole_at_80(console.file.getvalue())
 
 
@@ -173,7 +172,7 @@ def test_parameter_tables():
     from scratch.model import build_model, print_param_table
 
     console = console80()
-    params.params_command(argparse.Namespace(model=["best", "lenet"], all=False, hidden=None),
+    params.main(argparse.Namespace(model=["best", "lenet"], all=False, hidden=None),
                           console)
     print_param_table(build_model("best"), console)
     assert_whole_at_80(console.file.getvalue())

@@ -26,6 +26,7 @@ rows, one per network) passes every check: tests/test_bugs.py holds both to it. 
 from __future__ import annotations
 
 import contextlib
+import textwrap
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -224,8 +225,18 @@ def main(args, console) -> dict:
     return {"sizes": asdict(sizes), "rows": rows, "passed": not (missed or false_alarms)}
 
 
+DEMONSTRATION = ("python compare.py --model tiny --limit 1024 "
+                 "--inject conv_kernel_flipped")
+
+
 def add_arguments(parser) -> None:
-    """`python compare.py bugs`'s own flags."""
+    """`python compare.py bugs`'s own flags, and the list of bugs as the help's epilog."""
+    lines = ["bugs: NAME (its network) the mistake"]
+    for bug in BUGS.values():
+        lines += textwrap.wrap(f"{bug.name} ({bug.model}) {bug.mistake}", 78,
+                               initial_indent="  ", subsequent_indent="      ")
+    parser.epilog = "\n".join([*lines, "", "the cheapest demonstration (one bug planted, "
+                                "the localizer finds it):", f"  {DEMONSTRATION}"])
     parser.add_argument("--bug", nargs="+", type=bug_argument, metavar="NAME",
                         help=f"only these bugs (default: all {len(BUGS)})")
     parser.add_argument("--fast", action="store_true",

@@ -133,7 +133,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
 
 
-def exercise_command(args, console) -> dict:
+def main(args, console) -> dict:
     """`python compare.py exercise`: write one file, or list the layers."""
     if args.list:
         for layer in layer_names():

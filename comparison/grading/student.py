@@ -148,7 +148,7 @@ def add_arguments(parser) -> None:
                         help="write a heatmap PNG of the relative error of every failing array")
 
 
-def check_command(args, console) -> dict:
+def main(args, console) -> dict:
     """`python compare.py check`: load, grade, print; {"passed": ...} decides the exit code."""
     from comparison.grading.checks import as_dict, layer_checks
 

@@ -1,18 +1,13 @@
 """`python compare.py lab`: the command line of the draw-a-digit lab (see comparison.lab)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-from keras_impl.data import add_data_dir_arg
 from plumbing.args import nonnegative_int
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python compare.py lab",
-        description="A local web page: draw a digit, see both twins' probabilities and "
-                    "explanations live.")
+def add_arguments(parser) -> None:
+    """`python compare.py lab`'s own options (--data-dir comes from compare.py)."""
     parser.add_argument("--port", type=nonnegative_int, default=8000,
                         help="port to listen on (default 8000; 0: any free port)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -24,12 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: a quick convnet trained on first start and cached")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="where the quick convnet is cached (default ~/.cache/twinnet/lab)")
-    add_data_dir_arg(parser)
-    return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(args, console) -> int:
+    """Serve until Ctrl-C; the exit status (the lab writes no --json)."""
     from comparison.lab.server import create_app, serve
     from comparison.lab.twins import LabModels, TwinsError, default_cache_dir, load_twins
 
