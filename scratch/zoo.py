@@ -1,7 +1,7 @@
 """The model zoo, declared once as data.
 
 Both implementations build their networks from these declarations
-(`scratch.model.build_model` and `keras_impl.model.build_sequential` /
+(`scratch.model.build_model` and `keras_impl.zoo_model.build_sequential` /
 `TwinNet`), so a NumPy model and a Keras model of the same name cannot drift
 apart. Layout is NHWC for activations and HWIO for convolution kernels on both
 sides; inputs are 28x28x1 images (a `flatten` first makes an MLP).

@@ -1,9 +1,10 @@
-"""keras_impl.model: both Keras builders against the zoo declaration, and .keras round trips."""
+"""keras_impl.zoo_model: both generic Keras builders against the zoo declaration, and .keras
+round trips."""
 import keras
 import numpy as np
 import pytest
 
-from keras_impl.model import (TwinNet, batch_input_shape, build_sequential, build_twinnet,
+from keras_impl.zoo_model import (TwinNet, batch_input_shape, build_sequential, build_twinnet,
                               input_shape)
 from scratch import zoo
 
