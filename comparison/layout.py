@@ -13,10 +13,12 @@ So the whole conversion is bookkeeping: zoo layer i <-> Keras layer i <-> NumPy 
 and within a layer the Keras variable's name (`kernel`, `bias`, `gamma`, `beta`,
 `moving_mean`, `moving_variance`) <-> the NumPy layer's `params` key. `to_numpy` and
 `to_keras` check every shape, so a layout mistake fails loudly instead of training on
-scrambled weights. The course's literal twins (keras_impl/model.py and
-scratch/course_models.py) pair by name instead: Keras layer `conv1` <-> `params["conv1"]`
-(`paired_course_weights`, `course_to_numpy`). (A framework with NCHW/OIHW layouts, PyTorch for instance, would need
+scrambled weights. (A framework with NCHW/OIHW layouts, PyTorch for instance, would need
 its transposes here and nowhere else.)
+
+The course's written-out twins (keras_impl/model.py and scratch/course_models.py) pair by
+name instead: Keras layer `conv1` <-> `params["conv1"]` (`paired_course_weights`,
+`course_to_numpy`).
 """
 from __future__ import annotations
 

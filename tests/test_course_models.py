@@ -12,7 +12,6 @@ import tensorflow as tf
 from comparison import layout
 from comparison.twin import GRAD_TOLERANCE, keras_floatx
 from keras_impl import model as course_keras
-from keras_impl.train import make_loss_fn
 from keras_impl.zoo_model import arch_layers, build_twinnet
 from scratch import course_models as course_numpy
 from scratch import layers
@@ -58,14 +57,15 @@ def keras_loss_and_grads(model, x, y):
     """(logits, loss, gradient per trainable variable) at inference (dropout off)."""
     with tf.GradientTape() as tape:
         logits = model(x, training=False)
-        loss = make_loss_fn()(y, logits) + tf.add_n(model.losses)
+        cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        loss = cross_entropy(y, logits) + tf.add_n(model.losses)
     grads = tape.gradient(loss, model.trainable_variables)
     return logits.numpy(), float(loss), [g.numpy() for g in grads]
 
 
-def output_shapes(layers, shape=(None, *zoo.INPUT_SHAPE)) -> list[tuple]:
+def output_shapes(keras_layers, shape=(None, *zoo.INPUT_SHAPE)) -> list[tuple]:
     shapes = []
-    for layer in layers:
+    for layer in keras_layers:
         shape = layer.compute_output_shape(shape)
         shapes.append(tuple(shape[1:]))
     return shapes
@@ -213,7 +213,8 @@ def numpy_errors(model, name) -> dict[str, float]:
     zoo_loss, zoo_logits = zoo_model.loss_and_grads(x, y)
     errors = {"logits": grad_rel_error(logits, zoo_logits), "loss": grad_rel_error(loss, zoo_loss)}
     for (i, key, _), got in zip(zoo_model.parameters(), grads_of(model), strict=True):
-        errors[f"{zoo_model.layers[i].name}/{key}"] = grad_rel_error(got, zoo_model.layers[i].grads[key])
+        layer = zoo_model.layers[i]
+        errors[f"{layer.name}/{key}"] = grad_rel_error(got, layer.grads[key])
     dlogits = np.random.default_rng(9).normal(size=logits.shape)  # backward again: same caches
     errors["x"] = grad_rel_error(model.backward(dlogits), zoo_model.backward(dlogits, True))
     return errors
