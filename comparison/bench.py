@@ -29,7 +29,7 @@ from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from keras_impl.data import make_dataset
-from keras_impl.model import build_sequential
+from keras_impl.zoo_model import build_sequential
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
 from keras_impl.train import make_train_step
 from comparison import benchreadme

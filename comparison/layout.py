@@ -15,12 +15,16 @@ and within a layer the Keras variable's name (`kernel`, `bias`, `gamma`, `beta`,
 `to_keras` check every shape, so a layout mistake fails loudly instead of training on
 scrambled weights. (A framework with NCHW/OIHW layouts, PyTorch for instance, would need
 its transposes here and nowhere else.)
+
+The course's written-out twins (keras_impl/model.py and scratch/course_models.py) pair by
+name instead: Keras layer `conv1` <-> `params["conv1"]` (`paired_course_weights`,
+`course_to_numpy`).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from keras_impl.model import arch_layers
+from keras_impl.zoo_model import arch_layers
 
 
 def paired_weights(keras_model, numpy_model):
@@ -61,3 +65,34 @@ def to_keras(numpy_model, keras_model) -> None:
     BatchNorm's moving mean and variance included."""
     for _, variable, layer, key in paired_weights(keras_model, numpy_model):
         variable.assign(np.asarray(layer.params[key], dtype=variable.dtype))
+
+
+def paired_course_weights(keras_model, numpy_model):
+    """[(label, keras_variable, params, key)] for a course model of keras_impl/model.py and
+    its NumPy twin of scratch/course_models.py, paired by name: the Keras layer named
+    `name` holds the arrays of `numpy_model.params[name]`. label is "<name>/<key>", e.g.
+    "conv1/kernel". Raises ValueError when a layer, a weight or a shape does not match."""
+    pairs = []
+    for name, params in numpy_model.params.items():
+        try:
+            layer = keras_model.get_layer(name)
+        except ValueError:
+            raise ValueError(f"NumPy layer {name!r}: the Keras model {keras_model.name!r} has "
+                             "no layer of that name") from None
+        k_names = sorted(v.name for v in layer.weights)
+        if k_names != sorted(params):
+            raise ValueError(f"{name}: Keras weights {k_names}, NumPy params {sorted(params)}")
+        for variable in layer.weights:
+            key = variable.name
+            if tuple(variable.shape) != params[key].shape:
+                raise ValueError(f"{name}/{key}: Keras shape {tuple(variable.shape)}, NumPy "
+                                 f"shape {params[key].shape}")
+            pairs.append((f"{name}/{key}", variable, params, key))
+    return pairs
+
+
+def course_to_numpy(keras_model, numpy_model) -> None:
+    """Copy a course model's Keras weights into its NumPy twin, by name (cast to the NumPy
+    model's dtype)."""
+    for _, variable, params, key in paired_course_weights(keras_model, numpy_model):
+        params[key][...] = np.asarray(variable.numpy(), dtype=params[key].dtype)

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from comparison import layout, twin
-from keras_impl.model import arch_layers
+from keras_impl.zoo_model import arch_layers
 from keras_impl.train import make_loss_fn
 from scratch import gradcheck, zoo
 

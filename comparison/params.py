@@ -26,7 +26,7 @@ def param_comparison(name: str) -> dict:
     """Per-layer trainable counts of both implementations next to the zoo formula, and the
     non-trainable ones (BatchNorm's moving mean and variance, which Keras's count_params()
     includes); raises on mismatch."""
-    from keras_impl.model import arch_layers, build_twinnet
+    from keras_impl.zoo_model import arch_layers, build_twinnet
     from scratch.model import build_model
 
     declared = zoo.param_rows(name)

@@ -33,7 +33,7 @@ from rich.table import Table
 from threadpoolctl import threadpool_limits
 
 from comparison.bench import layer_flops, matmul_peak
-from keras_impl.model import arch_layers
+from keras_impl.zoo_model import arch_layers
 from comparison.params import DEFAULT_MODELS
 from comparison.twin import optimizer_pair, twin_pair
 from keras_impl.data import make_dataset

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_impl import optimizers
 from comparison import layout
-from keras_impl.model import arch_layers, build_twinnet
+from keras_impl.zoo_model import arch_layers, build_twinnet
 from keras_impl.train import make_loss_fn
 from scratch import gradcheck, optim
 from scratch.model import build_model

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from keras_impl.model import arch_layers
-from keras_impl.model import batch_input_shape
+from keras_impl.zoo_model import arch_layers
+from keras_impl.zoo_model import batch_input_shape
 from scratch.explain import (IG_STEPS, OCCLUSION_FILL, OCCLUSION_PATCH, OCCLUSION_STRIDE, SIDE,
                              checked_targets, occluded_copies, occlusion_map, path_points)
 

@@ -31,7 +31,7 @@ import h5py
 import keras
 
 from keras_impl.data import run_cli
-from keras_impl.model import TwinNet, build_sequential, keras_layer
+from keras_impl.zoo_model import TwinNet, build_sequential, keras_layer
 from keras_impl.model_files import ModelFileError, load_model
 from scratch import zoo
 from plumbing.args import output_file

@@ -1,117 +1,150 @@
-"""Keras builders for the zoo architectures declared in `scratch.zoo`.
+"""The course's three models in Keras, written out the way a student writes them.
 
-`build_sequential(name)`: the course's Sequential baseline, starting from `keras.Input`.
-`TwinNet(arch)` / `build_twinnet(name)`: the subclassed model of the custom training
-loop, layer for layer the NumPy model (`arch_layers[i]` is zoo spec i).
-`batch_input_shape(model)`: (None, 784) or (None, 28, 28, 1) for either kind of model.
+For each of `fc128`, `tiny` and `convnet`: first the `keras.Sequential` version, then the
+same network as a `keras.Model` subclass, as in TensorFlow's "advanced quickstart":
+`__init__` makes the layers and names them, `call` applies them in order. All six take
+MNIST images (N, 28, 28, 1) and return logits (N, 10); the softmax lives in the loss.
+
+Every layer keeps Keras's defaults: Glorot-uniform kernels, zero biases, 'valid'
+padding, pooling strides equal to the pool size. `l2` > 0 adds keras.regularizers.L2(l2)
+to the hidden layers' kernels, never to the output layer's. Each layer is named after
+its attribute, and scratch/course_models.py, the NumPy twins, keys its `params` by the
+same names.
+
+These are the zoo's `fc128`, `tiny` and `convnet` (scratch/zoo.py), which
+keras_impl/zoo_model.py builds from their declarations for the command lines;
+tests/test_course_models.py proves each model here identical to its zoo build.
 """
 from __future__ import annotations
 
 import keras
 
-from scratch import zoo
-from scratch.registry import LayerSpec, kind_of
+
+def weight_decay(l2: float):
+    """The kernel regularizer of the hidden layers: L2 with factor l2, or none for 0."""
+    return keras.regularizers.L2(l2) if l2 else None
 
 
-def keras_layer(spec: LayerSpec, l2: float = 0.0, name: str | None = None):
-    """The built-in Keras layer of one zoo `LayerSpec`, as its registry entry names it
-    (L2 on the kernel when l2 > 0 and the kind's kernel takes it)."""
-    kind = kind_of(spec)
-    kwargs = kind.keras_kwargs(spec)
-    if kind.regularizable and spec.regularize and l2 > 0:
-        kwargs["kernel_regularizer"] = keras.regularizers.L2(l2)
-    return getattr(keras.layers, kind.keras_class)(**kwargs, name=name)
+# --- fc128: the TensorFlow quickstart's model, 101,770 parameters -----------------------
 
 
-def input_shape(name: str, flat: bool | None = None) -> tuple:
-    """(28, 28, 1) for CNNs, (784,) for MLPs unless `flat` says otherwise."""
-    if flat is None:
-        flat = not zoo.has_conv(name)
-    return (28 * 28,) if flat else zoo.INPUT_SHAPE
+def fc128_sequential(l2: float = 0.0) -> keras.Sequential:
+    """Flatten -> Dense 128 ReLU -> Dense 10."""
+    return keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(128, activation="relu", kernel_regularizer=weight_decay(l2),
+                           name="dense1"),
+        keras.layers.Dense(10, name="dense2"),
+    ], name="fc128")
 
 
-def build_sequential(name: str, l2: float = 0.0, softmax: bool = False) -> keras.Sequential:
-    """A Sequential model of zoo architecture `name`, returning logits (or probabilities).
+class FC128(keras.Model):
+    """Flatten -> Dense 128 ReLU -> Dense 10, as a class."""
 
-    MLPs take flat (None, 784) input, CNNs (None, 28, 28, 1); the zoo's leading
-    Flatten is then a no-op for MLPs, kept so layer indices match the NumPy model.
-    """
-    layers = [keras.Input(shape=input_shape(name), name="image")]
-    for i, spec in enumerate(zoo.architecture(name)):
-        layers.append(keras_layer(spec, l2, name=f"{spec.kind}_{i}"))
-    if softmax:
-        layers.append(keras.layers.Softmax(name="probabilities"))
-    return keras.Sequential(layers, name=name)
-
-
-@keras.saving.register_keras_serializable(package="twinnet")
-class TwinNet(keras.Model):
-    """The subclassed Keras model of zoo architecture `arch`, returning logits.
-
-    `arch_layers[i]` is the built-in Keras layer of zoo spec i, named
-    f"{spec.kind}_{i}" like row i of `zoo.param_rows` and layer i of the NumPy
-    model. `flat` chooses (None, 784) input instead of (None, 28, 28, 1); by
-    default MLPs are flat and CNNs take images.
-
-    `get_config` is explicit: Keras 3's automatic config records the `__init__`
-    defaults, so an fc37 with l2=1e-4 would come back as something else.
-    """
-
-    def __init__(self, arch: str, l2: float = 0.0, flat: bool | None = None, **kwargs):
-        kwargs.setdefault("name", arch)
-        super().__init__(**kwargs)
-        self.arch = arch
-        self.l2 = float(l2)
-        self.flat = (not zoo.has_conv(arch)) if flat is None else bool(flat)
-        self.arch_layers = [keras_layer(spec, self.l2, name=f"{spec.kind}_{i}")
-                            for i, spec in enumerate(zoo.architecture(arch))]
-
-    def build(self, input_shape):
-        # Explicit, so `.keras` loading (which calls build with the saved input
-        # shape) creates every layer's weights before assigning them.
-        shape = tuple(input_shape)
-        for layer in self.arch_layers:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+    def __init__(self, l2: float = 0.0, name: str = "fc128"):
+        super().__init__(name=name)
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.dense1 = keras.layers.Dense(128, activation="relu",
+                                         kernel_regularizer=weight_decay(l2), name="dense1")
+        self.dense2 = keras.layers.Dense(10, name="dense2")
 
     def call(self, x, training=False):
-        for layer in self.arch_layers:
-            x = layer(x, training=training)
-        return x
-
-    def get_config(self):
-        return {"arch": self.arch, "l2": self.l2, "flat": self.flat,
-                "name": self.name, "trainable": self.trainable}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        x = self.flatten(x)    # (N, 784)
+        x = self.dense1(x)     # (N, 128)
+        return self.dense2(x)  # (N, 10)
 
 
-def build_twinnet(name: str, l2: float = 0.0, flat: bool | None = None) -> TwinNet:
-    """A TwinNet with its weights created for its input shape (so `count_params` works)."""
-    model = TwinNet(name, l2=l2, flat=flat)
-    model.build((None, *input_shape(name, model.flat)))
-    return model
+# --- tiny: a LeNet-5 in miniature, 1,765 parameters --------------------------------------
 
 
-def batch_input_shape(model: keras.Model) -> tuple:
-    """The input shape with batch dimension, (None, 784) or (None, 28, 28, 1).
+def tiny_sequential(l2: float = 0.0) -> keras.Sequential:
+    """Conv 8 5x5 -> pool -> conv 3 5x5 -> pool -> Dense 16 ReLU -> Dense 10."""
+    return keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        keras.layers.Conv2D(8, 5, activation="relu", kernel_regularizer=weight_decay(l2),
+                            name="conv1"),
+        keras.layers.MaxPooling2D(2, name="pool1"),
+        keras.layers.Conv2D(3, 5, activation="relu", kernel_regularizer=weight_decay(l2),
+                            name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(16, activation="relu", kernel_regularizer=weight_decay(l2),
+                           name="dense1"),
+        keras.layers.Dense(10, name="dense2"),
+    ], name="tiny")
 
-    A TwinNet knows it from its architecture (subclassed models have no
-    `input_shape`); Sequential and Functional models from their `keras.Input`.
+
+class Tiny(keras.Model):
+    """Conv 8 5x5 -> pool -> conv 3 5x5 -> pool -> Dense 16 ReLU -> Dense 10, as a class."""
+
+    def __init__(self, l2: float = 0.0, name: str = "tiny"):
+        super().__init__(name=name)
+        self.conv1 = keras.layers.Conv2D(8, 5, activation="relu",
+                                         kernel_regularizer=weight_decay(l2), name="conv1")
+        self.pool1 = keras.layers.MaxPooling2D(2, name="pool1")
+        self.conv2 = keras.layers.Conv2D(3, 5, activation="relu",
+                                         kernel_regularizer=weight_decay(l2), name="conv2")
+        self.pool2 = keras.layers.MaxPooling2D(2, name="pool2")
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.dense1 = keras.layers.Dense(16, activation="relu",
+                                         kernel_regularizer=weight_decay(l2), name="dense1")
+        self.dense2 = keras.layers.Dense(10, name="dense2")
+
+    def call(self, x, training=False):
+        x = self.conv1(x)      # (N, 24, 24, 8)
+        x = self.pool1(x)      # (N, 12, 12, 8)
+        x = self.conv2(x)      # (N, 8, 8, 3)
+        x = self.pool2(x)      # (N, 4, 4, 3)
+        x = self.flatten(x)    # (N, 48)
+        x = self.dense1(x)     # (N, 16)
+        return self.dense2(x)  # (N, 10)
+
+
+# --- convnet: keras-io's "Simple MNIST convnet", 34,826 parameters -----------------------
+
+
+def convnet_sequential(l2: float = 0.0) -> keras.Sequential:
+    """Conv 32 3x3 -> pool -> conv 64 3x3 -> pool -> dropout 0.5 -> Dense 10."""
+    return keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        keras.layers.Conv2D(32, 3, activation="relu", kernel_regularizer=weight_decay(l2),
+                            name="conv1"),
+        keras.layers.MaxPooling2D(2, name="pool1"),
+        keras.layers.Conv2D(64, 3, activation="relu", kernel_regularizer=weight_decay(l2),
+                            name="conv2"),
+        keras.layers.MaxPooling2D(2, name="pool2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dropout(0.5, name="dropout"),
+        keras.layers.Dense(10, name="dense"),
+    ], name="convnet")
+
+
+class ConvNet(keras.Model):
+    """Conv 32 3x3 -> pool -> conv 64 3x3 -> pool -> dropout 0.5 -> Dense 10, as a class.
+
+    `training` reaches the dropout layer: it drops half of the 1,600 features while
+    training and passes them all at inference.
     """
-    if isinstance(model, TwinNet):
-        return (None, *input_shape(model.arch, model.flat))
-    return tuple(model.input_shape)
 
+    def __init__(self, l2: float = 0.0, name: str = "convnet"):
+        super().__init__(name=name)
+        self.conv1 = keras.layers.Conv2D(32, 3, activation="relu",
+                                         kernel_regularizer=weight_decay(l2), name="conv1")
+        self.pool1 = keras.layers.MaxPooling2D(2, name="pool1")
+        self.conv2 = keras.layers.Conv2D(64, 3, activation="relu",
+                                         kernel_regularizer=weight_decay(l2), name="conv2")
+        self.pool2 = keras.layers.MaxPooling2D(2, name="pool2")
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.dropout = keras.layers.Dropout(0.5, name="dropout")
+        self.dense = keras.layers.Dense(10, name="dense")
 
-def arch_layers(keras_model) -> list:
-    """The Keras layers that correspond to the zoo declaration, in declaration order.
+    def call(self, x, training=False):
+        x = self.conv1(x)                      # (N, 26, 26, 32)
+        x = self.pool1(x)                      # (N, 13, 13, 32)
+        x = self.conv2(x)                      # (N, 11, 11, 64)
+        x = self.pool2(x)                      # (N, 5, 5, 64)
+        x = self.flatten(x)                    # (N, 1600)
+        x = self.dropout(x, training=training)
+        return self.dense(x)                   # (N, 10)
 
-    TwinNet exposes them as `arch_layers`; for a Sequential they are its layers
-    minus a trailing Softmax (the exported models' extra output layer).
-    """
-    if hasattr(keras_model, "arch_layers"):
-        return list(keras_model.arch_layers)
-    return [layer for layer in keras_model.layers if not isinstance(layer, keras.layers.Softmax)]

@@ -37,10 +37,10 @@ def check_model_file(path) -> Path:
 
 def load_model(path):
     """A keras.Model from a .keras or .h5 file, taking MNIST images and giving 10 scores
-    (TwinNet is registered by importing keras_impl.model)."""
+    (TwinNet is registered by importing keras_impl.zoo_model)."""
     import keras
 
-    from keras_impl.model import TwinNet, batch_input_shape
+    from keras_impl.zoo_model import TwinNet, batch_input_shape
 
     path = check_model_file(path)
     try:

@@ -65,7 +65,7 @@ def outputs_probabilities(model) -> bool:
     """True when the model ends in softmax (a Softmax layer or activation="softmax")."""
     import keras
 
-    from keras_impl.model import TwinNet
+    from keras_impl.zoo_model import TwinNet
 
     if isinstance(model, TwinNet) or not getattr(model, "layers", None):
         return False
@@ -77,7 +77,7 @@ def outputs_probabilities(model) -> bool:
 
 def log_probabilities(model, images: np.ndarray) -> np.ndarray:
     """Log class probabilities (N, 10) for images (N, 28, 28) float in [0, 1]."""
-    from keras_impl.model import batch_input_shape
+    from keras_impl.zoo_model import batch_input_shape
 
     x = np.asarray(images, np.float32).reshape((-1, *batch_input_shape(model)[1:]))
     out = np.asarray(model.predict(x, batch_size=1000, verbose=0), np.float64)

@@ -46,7 +46,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from keras_impl.checkpoints import Checkpoints, TrainError
 from plumbing.interrupts import stop_signal_name, stops_between_steps
 from keras_impl.losses import SparseSmoothedCrossentropy
-from keras_impl.model import batch_input_shape
+from keras_impl.zoo_model import batch_input_shape
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps, train_epoch
 from keras_impl.summaries import Misclassified, write_batch_loss, write_epoch, write_graph
 

@@ -61,7 +61,7 @@ from keras_impl.checkpoints import TrainError
 from keras_impl.data import add_data_dir_arg, make_dataset, run_cli
 from keras_impl.export import ExportError, export_h5
 from plumbing.interrupts import sigterm_as_interrupt, stop_signal_name
-from keras_impl.model import batch_input_shape, build_sequential, build_twinnet
+from keras_impl.zoo_model import batch_input_shape, build_sequential, build_twinnet
 from keras_impl.optimizers import make_optimizer
 from keras_impl.train import epoch_length, fit_baseline, fit_custom, make_loss_fn
 from scratch import zoo

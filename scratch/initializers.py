@@ -45,4 +45,15 @@ def he_normal(rng, shape):
     return values * std
 
 
+def weight_and_dropout_generators(seed: int):
+    """(kernel rng, dropout rng): two independent numpy Generators spawned from `seed`.
+
+    A NumPy model draws its kernels from the first, in layer order, and its dropout
+    masks from the second, so the same seed gives the same weights however many masks
+    are drawn later.
+    """
+    weight_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(weight_seq), np.random.default_rng(dropout_seq)
+
+
 INITIALIZERS = {"glorot_uniform": glorot_uniform, "he_uniform": he_uniform, "he_normal": he_normal}

@@ -6,7 +6,7 @@
     save_npz(model, "convnet.npz"); model = load_npz("convnet.npz")
 
 `model.layers[i]` is zoo spec i and Keras layer i (named `<kind>_<i>`, as in
-`keras_impl.model`). `model.parameters()` lists the trained arrays in the order
+`keras_impl.zoo_model`). `model.parameters()` lists the trained arrays in the order
 of Keras's `trainable_variables`; `model.weights()` adds BatchNorm's moving
 statistics (trained by no optimizer), in the order of Keras's `weights`.
 
@@ -26,7 +26,7 @@ from scratch import zoo
 from plumbing.args import input_file
 from plumbing.files import atomic_write
 from scratch.cli import model_name
-from scratch.initializers import INITIALIZERS
+from scratch.initializers import INITIALIZERS, weight_and_dropout_generators
 from scratch.layer_classes import BatchNorm, Dropout, MaxPool2D
 from scratch.losses import l2_penalty, softmax_cross_entropy
 from scratch.registry import BuildContext, LayerSpec, kind_of
@@ -246,8 +246,7 @@ def build_model(name: str, *, l2: float = 0.0, seed: int = 0, dtype=np.float32,
     if init not in INITIALIZERS:
         raise ValueError(f"init {init!r}: expected one of {', '.join(INITIALIZERS)}")
     specs = zoo.architecture(name)
-    init_seq, dropout_seq = np.random.SeedSequence(seed).spawn(2)
-    init_rng, rng = np.random.default_rng(init_seq), np.random.default_rng(dropout_seq)
+    init_rng, rng = weight_and_dropout_generators(seed)
     layers = [make_layer(spec, row, BuildContext(row.layer, dtype, INITIALIZERS[init],
                                                  init_rng, rng))
               for spec, row in zip(specs, zoo.param_rows(specs))]

@@ -17,12 +17,12 @@ project knows about that kind of layer:
     example                       a small instance: the export's probe model has one of each
 
 `scratch.zoo` (parameter tables), `scratch.famous`, `scratch.model.build_model`,
-`keras_impl.model` and `keras_impl.export` all read this table, so a new kind is one
-entry here plus its forward/backward pair in scratch/layers.py (and in
+`keras_impl.zoo_model` and `keras_impl.export` all read this table, so a new kind is
+one entry here plus its forward/backward pair in scratch/layers.py (and in
 scratch/fast_layers.py only if it needs a faster one). Its entry's `make_numpy` builds
 the generic `PairLayer(kind, params, name=..., **options)` around that pair; the kinds
 with classes of their own need more than a pair (see CONTRIBUTING.md). NumPy only: the
-Keras side is named by strings and built in keras_impl/model.py.
+Keras side is named by strings and built in keras_impl/zoo_model.py.
 """
 from __future__ import annotations
 

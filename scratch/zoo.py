@@ -1,10 +1,12 @@
 """The model zoo, declared once as data.
 
 Both implementations build their networks from these declarations
-(`scratch.model.build_model` and `keras_impl.model.build_sequential` /
+(`scratch.model.build_model` and `keras_impl.zoo_model.build_sequential` /
 `TwinNet`), so a NumPy model and a Keras model of the same name cannot drift
 apart. Layout is NHWC for activations and HWIO for convolution kernels on both
-sides; inputs are 28x28x1 images (a `flatten` first makes an MLP).
+sides; inputs are 28x28x1 images (a `flatten` first makes an MLP). The course's
+`fc128`, `tiny` and `convnet` are also written out by hand (keras_impl/model.py,
+scratch/course_models.py); tests/test_course_models.py holds them to these declarations.
 
 Every entry is a list of `LayerSpec`, each of a kind declared in
 `scratch.registry`. `param_rows(name)` walks the list and gives, per layer, the

@@ -13,7 +13,7 @@ from keras_impl import augment, data
 from keras_impl import test as keras_test
 from keras_impl.augment import Augmentation, affine, augment_batch, thicken
 from keras_impl.export import export_h5
-from keras_impl.model import build_sequential, build_twinnet
+from keras_impl.zoo_model import build_sequential, build_twinnet
 
 IDENTITY = Augmentation(rotation=0.0, shift=0.0, scale=(1.0, 1.0), thickness=0.0)
 

@@ -250,7 +250,7 @@ def models(files) -> SimpleNamespace:
     """A Keras model of 5 outputs (.keras, and .h5 cut short) and a valid fc16."""
     import keras
 
-    from keras_impl.model import build_sequential
+    from keras_impl.zoo_model import build_sequential
 
     m = SimpleNamespace(five=files.root / "five.keras", fc16=files.root / "fc16.keras",
                         truncated=files.root / "truncated.h5")

@@ -16,7 +16,7 @@ import pytest
 import tensorflow
 
 from keras_impl import data, export, grader_check
-from keras_impl.model import build_sequential, build_twinnet
+from keras_impl.zoo_model import build_sequential, build_twinnet
 from scratch import zoo
 from scratch.registry import KINDS
 from helpers import MNIST_DIR, needs_mnist, write_idx_folder

@@ -15,7 +15,7 @@ from keras_impl import digits
 from keras_impl import test as keras_test
 from keras_impl.data import export_pngs, load_mnist
 from keras_impl.export import export_h5
-from keras_impl.model import build_sequential, build_twinnet
+from keras_impl.zoo_model import build_sequential, build_twinnet
 
 ROOT = Path(__file__).resolve().parents[1]
 cli = partial(run_command, keras_test.main)  # `python -m keras_impl.test ...` -> exit code

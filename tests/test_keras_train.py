@@ -25,7 +25,7 @@ from keras_impl import train, train_cli
 from keras_impl.checkpoints import Checkpoints
 from plumbing.interrupts import (Terminated, interrupts_deferred, sigterm_as_interrupt,
                                    stops_between_steps)
-from keras_impl.model import build_sequential, build_twinnet
+from keras_impl.zoo_model import build_sequential, build_twinnet
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
 from keras_impl.optimizers import make_optimizer
 from keras_impl.summaries import MISCLASSIFIED_SHOWN, label_digits

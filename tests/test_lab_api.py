@@ -26,7 +26,7 @@ from comparison import layout
 from keras_impl.digits import preprocess_file
 from comparison.lab import cli, predict as lab_predict, twins as lab_twins
 from comparison.lab.server import MAX_BODY, create_app
-from keras_impl.model import build_twinnet
+from keras_impl.zoo_model import build_twinnet
 from lab_support import data_url, drawn, png_bytes, quick_models
 from scratch.model import build_model, save_npz
 

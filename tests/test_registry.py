@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from comparison import params, twin
-from keras_impl.model import keras_layer
+from keras_impl.zoo_model import keras_layer
 from scratch import famous, layers, zoo
 from scratch.gradcheck import grad_rel_error, numeric_gradient
 from scratch.initializers import INITIALIZERS

@@ -128,7 +128,7 @@ def trained_keras_model(name: str, seed: int, out: Path):
     """The trained model of a run as a Keras model (a NumPy model through its twin)."""
     from keras_impl import test
     from comparison import layout
-    from keras_impl.model import build_twinnet
+    from keras_impl.zoo_model import build_twinnet
     from scratch.model import load_npz
 
     run = out / "runs" / f"{name}-seed{seed}"

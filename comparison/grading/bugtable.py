@@ -62,7 +62,7 @@ FAST = Sizes(batch=4, entries=2, steps=2, train_images=None)
 
 
 def params_check(name: str) -> CheckResult:
-    from keras_impl.model import build_twinnet
+    from keras_impl.zoo_model import build_twinnet
 
     numpy_model, keras_model = build_model(name), build_twinnet(name)
     ours = numpy_model.count_params() + numpy_model.count_non_trainable()

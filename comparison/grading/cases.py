@@ -60,7 +60,7 @@ def keras_twin(spec, inputs: dict, **call_kwargs):
     """(keras(x, student_out), variables, class name) of the registry's Keras layer for
     `spec`, built in float64 with the params of `inputs` assigned to its variables."""
     from comparison.twin import keras_floatx
-    from keras_impl.model import keras_layer
+    from keras_impl.zoo_model import keras_layer
 
     with keras_floatx("float64"):
         layer = keras_layer(spec)

@@ -29,7 +29,7 @@ import numpy as np
 
 from comparison import layout
 from keras_impl.export import ExportError, zoo_source
-from keras_impl.model import build_twinnet
+from keras_impl.zoo_model import build_twinnet
 from scratch.model import CheckpointError, build_model, load_npz, save_npz
 
 QUICK_ARCH = "convnet"

@@ -1,9 +1,10 @@
-"""keras_impl.model: both Keras builders against the zoo declaration, and .keras round trips."""
+"""keras_impl.zoo_model: both generic Keras builders against the zoo declaration, and .keras
+round trips."""
 import keras
 import numpy as np
 import pytest
 
-from keras_impl.model import (TwinNet, batch_input_shape, build_sequential, build_twinnet,
+from keras_impl.zoo_model import (TwinNet, batch_input_shape, build_sequential, build_twinnet,
                               input_shape)
 from scratch import zoo
 
@@ -57,6 +58,15 @@ def test_input_shapes(name, expected):
     assert batch_input_shape(build_sequential(name)) == expected
     assert batch_input_shape(build_twinnet(name)) == expected
     assert (None, *input_shape(name)) == expected
+
+
+def test_a_subclassed_model_takes_images_until_it_is_built_for_other_input():
+    from keras_impl.model import FC128
+
+    model = FC128()
+    assert batch_input_shape(model) == (None, 28, 28, 1)  # before its first call
+    model(np.zeros((2, 784), "float32"))
+    assert batch_input_shape(model) == (None, 784)  # the shape it was built for
 
 
 def test_mlp_can_take_images_instead_of_flat_vectors():
