@@ -71,7 +71,8 @@ class Model:
         for layer in self.layers:
             layer.fast = self._fast
         for layer, following in zip(self.layers, self.layers[1:]):
-            if isinstance(following, MaxPool2D) and getattr(layer, "activation", None) == "relu":
+            if (isinstance(following, MaxPool2D) and following.tiles
+                    and getattr(layer, "activation", None) == "relu"):
                 layer.relu_in_next_layer = following.relu_after_pooling = self._fast
 
     @property

@@ -60,15 +60,16 @@ def keras_twin(spec, inputs: dict, **call_kwargs):
     """(keras(x, student_out), variables, class name) of the registry's Keras layer for
     `spec`, built in float64 with the params of `inputs` assigned to its variables."""
     from comparison.twin import keras_floatx
-    from keras_impl.model import keras_layer
+    from keras_impl.model import keras_layer, weight_key
 
     with keras_floatx("float64"):
         layer = keras_layer(spec)
         layer.build(inputs["x"].shape)
     variables = {}
     for variable in layer.weights:
-        variable.assign(inputs[variable.name])
-        variables[variable.name] = variable
+        key = weight_key(layer, variable)
+        variable.assign(inputs[key])
+        variables[key] = variable
     return (lambda x, student_out: layer(x, **call_kwargs)), variables, type(layer).__name__
 
 
