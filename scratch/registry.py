@@ -404,7 +404,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
         keras_class="LayerNormalization",
         keras_3_5_config_keys=(*NORM_KEYS, "rms_scaling")),
     LayerKind(
-        "groupnorm", example=LayerSpec("groupnorm", groups=3),
+        "groupnorm", example=LayerSpec("groupnorm", groups=1),
         param_shapes=groupnorm_params,
         make_numpy=lambda spec, p, ctx: PairLayer(
             "groupnorm", {"gamma": np.ones(p["gamma"], ctx.dtype), "beta": ctx.zeros(p["beta"])},

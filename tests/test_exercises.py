@@ -180,9 +180,8 @@ def test_sign_flipped_bias_gradient_in_conv2d(layer_only):
 
 
 def test_circular_padding_in_conv2d_same_gets_only_border_pixels_wrong(layer_only):
-    forward = mutated(layers, "conv2d_forward", "xp = pad_input(x, kh, kw, padding)",
-                      'xp = np.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)), '
-                      'mode="wrap") if padding == "same" else x')
+    forward = mutated(layers, "conv2d_forward", "xp = pad_input(x, pads)",
+                      'xp = np.pad(x, ((0, 0), *pads, (0, 0)), mode="wrap")')
     wrong = failing(checks.layer_checks("conv2d", {"conv2d_forward": forward,
                                                    "conv2d_backward": layers.conv2d_backward}))
     assert "out = reference (valid)" not in wrong
