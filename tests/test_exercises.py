@@ -100,7 +100,13 @@ def test_exercise_command_writes_lists_and_keeps_an_existing_file(tmp_path, caps
 # --- the reference passes, the unfilled exercise fails -----------------------------------
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+# Kinds without a zoo network whose whole-network check passes (layernorm, groupnorm: none
+# uses them; globalavgpool2d, residual: resnet, whose stem's steps all cross kinks): their
+# layer checks are in tests/test_curriculum_layers.py.
+WITHOUT_NETWORK_CHECK = {"globalavgpool2d", "layernorm", "groupnorm", "residual"}
+
+
+@pytest.mark.parametrize("layer", [name for name in LAYERS if name not in WITHOUT_NETWORK_CHECK])
 def test_reference_functions_pass_every_check(layer):
     results = checks.layer_checks(layer, exercise.reference_functions(layer))
     assert not failing(results), failing(results)
@@ -118,8 +124,8 @@ def test_reference_file_passes_on_the_command_line(tmp_path, capsys):
     assert code == 0, out + err
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["layer"] == "conv2d" and report["passed"]
-    assert len(report["checks"]) == 20 and all(row["passed"] for row in report["checks"])
-    assert "20 of 20 checks pass" in out
+    assert len(report["checks"]) == 38 and all(row["passed"] for row in report["checks"])
+    assert "38 of 38 checks pass" in out
 
 
 @pytest.mark.parametrize("layer", LAYERS)

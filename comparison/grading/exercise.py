@@ -51,6 +51,7 @@ HINTS = {
                          "window holds (Keras leaves 'same' padding out of the mean).",
     "avgpool2d_backward": "each real entry of a window receives dout / count, added up over "
                           "the windows it is in; rows and columns no window covers get 0.",
+    "globalavgpool2d_forward": "one mean over the two image axes, (1, 2).",
     "globalavgpool2d_backward": "every one of a channel's H*W values gets dout / (H*W).",
     "layernorm_forward": "the statistics of each position over its C channels: "
                          "axis=-1, keepdims=True; the variance divides by C.",
@@ -58,6 +59,10 @@ HINTS = {
                           "channels of one position instead of over the batch.",
     "groupnorm_forward": "reshape to (N, H, W, G, C // G) and take the statistics over "
                          "axes (1, 2, 4); gamma and beta stay per channel.",
+    "groupnorm_backward": "layernorm_backward's formula on the (N, H, W, G, C // G) view, "
+                          "the means over axes (1, 2, 4); reshape back at the end.",
+    "residual_forward": "call conv2d_forward (with a zero bias), batchnorm_forward and "
+                        "relu_forward in the order of the formula; keep every cache.",
     "residual_backward": "the addition sends d_sum to both paths unchanged; x fed both, so "
                          "its gradient is the sum of what comes back along each.",
     "batchnorm_forward": "reduce over every axis but the last, axis=tuple(range(x.ndim - 1)); "
