@@ -180,7 +180,8 @@ def test_sign_flipped_bias_gradient_in_conv2d(layer_only):
                        '"bias": -dout.sum(axis=(0, 1, 2))')
     wrong = failing(checks.layer_checks("conv2d", {"conv2d_forward": layers.conv2d_forward,
                                                    "conv2d_backward": backward}))
-    assert {name for name in wrong} == {f"dbias = {how} ({padding})" for padding in ("valid", "same")
+    assert {name for name in wrong} == {f"dbias = {how} ({padding})" for padding in (
+        "valid", "same", "same, stride 2", "pad 1, strides (2, 1)")
                                         for how in ("central diff.", "GradientTape")}
     assert {r.diagnosis for r in wrong.values()} == {"sign flipped"}
 
@@ -220,12 +221,13 @@ def test_loss_gradient_without_the_mean_is_off_by_the_batch_size(tmp_path, capsy
 
 
 @pytest.mark.parametrize("text, message", [
-    ("def conv2d_forward(x, params, padding='valid'):\n    return (x,\n",
+    ("def conv2d_forward(x, params, padding='valid', strides=1):\n    return (x,\n",
      "bad.py line 2: "),
-    ("def conv2d_forward(x, params, padding='valid'):\n    pass\n",
+    ("def conv2d_forward(x, params, padding='valid', strides=1):\n    pass\n",
      "bad.py has no function conv2d_backward (a conv2d needs conv2d_forward, conv2d_backward)"),
     ("def conv2d_forward(x, params):\n    pass\n\n\ndef conv2d_backward(dout, cache):\n    pass\n",
-     "bad.py: conv2d_forward(x, params) should be conv2d_forward(x, params, padding='valid')"),
+     "bad.py: conv2d_forward(x, params) should be conv2d_forward(x, params, padding='valid', "
+     "strides=1)"),
     ("import numpy as np\nnp.zeros(3)[5]\n",
      "bad.py: importing it raised IndexError: index 5 is out of bounds for axis 0 with size 3 "
      "(line 2: np.zeros(3)[5])"),
@@ -301,8 +303,8 @@ def test_substituted_runs_the_given_function_in_a_readable_model_and_restores():
         return reference_loss(logits, labels, label_smoothing)
 
     reference = layers.avgpool2d_forward
-    with network.substituted({"avgpool2d_forward": lambda x, pool_size=2: (calls.append("pool")
-                                                                          or reference(x, pool_size)),
+    with network.substituted({"avgpool2d_forward": lambda x, pool_size=2, **options: (
+                                  calls.append("pool") or reference(x, pool_size, **options)),
                              "softmax_cross_entropy": counting}):
         assert model_module.softmax_cross_entropy is counting
         model = build_model(network.network_for("avgpool2d"), dtype=np.float64, fast=False)
