@@ -11,7 +11,8 @@ transposed on the way between them:
 
 So the whole conversion is bookkeeping: zoo layer i <-> Keras layer i <-> NumPy layer i,
 and within a layer the Keras variable's name (`kernel`, `bias`, `gamma`, `beta`,
-`moving_mean`, `moving_variance`) <-> the NumPy layer's `params` key. `to_numpy` and
+`moving_mean`, `moving_variance`; within a residual block its path, `conv_a/kernel`) <->
+the NumPy layer's `params` key. `to_numpy` and
 `to_keras` check every shape, so a layout mistake fails loudly instead of training on
 scrambled weights. (A framework with NCHW/OIHW layouts, PyTorch for instance, would need
 its transposes here and nowhere else.)
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_impl.zoo_model import arch_layers
+from keras_impl.zoo_model import arch_layers, weight_key
 
 
 def paired_weights(keras_model, numpy_model):
@@ -39,12 +40,12 @@ def paired_weights(keras_model, numpy_model):
                          f"{len(numpy_model.layers)}: not the same architecture")
     pairs = []
     for i, (k_layer, n_layer) in enumerate(zip(k_layers, numpy_model.layers)):
-        k_names = [v.name for v in k_layer.weights]
+        k_names = [weight_key(k_layer, v) for v in k_layer.weights]
         if sorted(k_names) != sorted(n_layer.params):
             raise ValueError(f"layer {i}: Keras weights {k_names}, NumPy params "
                              f"{sorted(n_layer.params)}")
         for variable in k_layer.weights:
-            key = variable.name
+            key = weight_key(k_layer, variable)
             if tuple(variable.shape) != n_layer.params[key].shape:
                 raise ValueError(f"layer {i} {key}: Keras shape {tuple(variable.shape)}, "
                                  f"NumPy shape {n_layer.params[key].shape}")

@@ -54,9 +54,17 @@ GENERIC_KERAS_3_5_CONFIG_KEYS = {
     "Softmax": ("axis", "dtype", "name", "trainable"),
     "Zeros": (),
 }
+
+
+def built_in(kind) -> bool:
+    """Whether a kind's Keras twin is a layer of Keras itself: the graders' Keras has
+    no twinnet classes (keras_impl.blocks), so only those go into an .h5."""
+    return hasattr(keras.layers, kind.keras_class)
+
+
 KERAS_3_5_CONFIG_KEYS = {**GENERIC_KERAS_3_5_CONFIG_KEYS,
                          **{kind.keras_class: kind.keras_3_5_config_keys
-                            for kind in KINDS.values()}}
+                            for kind in KINDS.values() if built_in(kind)}}
 
 
 class ExportError(ValueError):
@@ -187,6 +195,10 @@ def export_h5(model: keras.Model, path) -> keras.Sequential:
     twinnet zoo model or the file cannot be made compatible.
     """
     arch, l2, layers = zoo_source(model)
+    own = sorted({spec.kind for spec in zoo.architecture(arch) if not built_in(KINDS[spec.kind])})
+    if own:
+        raise ExportError(f"{arch} uses {', '.join(own)}, a twinnet Keras layer the graders' "
+                          "Keras does not have: only models of built-in layers export")
     grader_model = build_sequential(arch, l2, softmax=True)
     for i, (spec, source, target) in enumerate(zip(zoo.architecture(arch), layers,
                                                    grader_model.layers)):
@@ -200,13 +212,17 @@ def export_h5(model: keras.Model, path) -> keras.Sequential:
 
 
 def probe_specs() -> list:
-    """The example of every registered layer kind, in an order that fits 28x28x1 input:
-    the image layers, a flatten, the layers that need flat input, then the logits layer
-    (a kernel without L2)."""
-    image = [kind.example for kind in KINDS.values()
-             if not kind.flat_input and kind.name != "flatten"]
-    flat = [kind.example for kind in KINDS.values() if kind.flat_input]
-    return [*image, zoo.FLATTEN, *flat, zoo.logits()]
+    """The example of every registered kind with a built-in Keras twin, in an order that
+    fits 28x28x1 input: the image layers, those that make an image flat (global pooling),
+    a flatten, the layers that need flat input, then the logits layer (a kernel without
+    L2)."""
+    kinds = [kind for kind in KINDS.values() if built_in(kind) and kind.name != "flatten"]
+    flat = [kind.example for kind in kinds if kind.flat_input]
+    flattening = [kind.example for kind in kinds if not kind.flat_input
+                  and len(kind.output_shape(kind.example, zoo.INPUT_SHAPE)) == 1]
+    image = [kind.example for kind in kinds if not kind.flat_input
+             and kind.example not in flattening]
+    return [*image, *flattening, zoo.FLATTEN, *flat, zoo.logits()]
 
 
 def probe_model() -> keras.Sequential:

@@ -10,18 +10,41 @@ from __future__ import annotations
 
 import keras
 
+from keras_impl import blocks
 from scratch import zoo
 from scratch.registry import LayerSpec, kind_of
 
 
+def keras_class(name: str):
+    """keras.layers.<name>, or the twinnet layer of that name (keras_impl.blocks)."""
+    return getattr(keras.layers, name, None) or getattr(blocks, name)
+
+
 def keras_layer(spec: LayerSpec, l2: float = 0.0, name: str | None = None):
-    """The built-in Keras layer of one zoo `LayerSpec`, as its registry entry names it
-    (L2 on the kernel when l2 > 0 and the kind's kernel takes it)."""
+    """The Keras layer of one zoo `LayerSpec`, as its registry entry names it (L2 on the
+    kernel when l2 > 0 and the kind's kernel takes it). Explicit padding numbers make it
+    a Sequential of a ZeroPadding2D and the layer, the layer named like the whole, so
+    that its weights' paths end in "<name>/kernel" as a plain layer's do."""
     kind = kind_of(spec)
     kwargs = kind.keras_kwargs(spec)
     if kind.regularizable and spec.regularize and l2 > 0:
         kwargs["kernel_regularizer"] = keras.regularizers.L2(l2)
-    return getattr(keras.layers, kind.keras_class)(**kwargs, name=name)
+    layer = keras_class(kind.keras_class)(**kwargs, name=name)
+    padding = kind.keras_padding(spec)
+    if padding is None:
+        return layer
+    return keras.Sequential([keras.layers.ZeroPadding2D(padding), layer], name=layer.name)
+
+
+def weight_key(layer, variable) -> str:
+    """The name of `variable` within `layer`, the key of the NumPy layer's `params`: its
+    path after the layer's name, "kernel" for a Conv2D's kernel, "conv_a/kernel" for a
+    residual block's first convolution."""
+    parts = variable.path.split("/")
+    if layer.name not in parts:
+        return variable.name
+    last = len(parts) - 1 - parts[::-1].index(layer.name)
+    return "/".join(parts[last + 1:])
 
 
 def input_shape(name: str, flat: bool | None = None) -> tuple:

@@ -24,10 +24,13 @@ avgpool2d) are used from `scratch.layers` directly.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from scratch.layers import BN_EPSILON, pad_input, pool_windows, same_padding
+from scratch import layers
+from scratch.layers import BN_EPSILON, conv_pads, pad_input, pair, tap, unpad
 
 # --- dense ---------------------------------------------------------------
 
@@ -72,11 +75,12 @@ def image_chunks(n, bytes_per_image):
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
-def im2col(xp, kh, kw, ones=False, out=None):
-    """Every KH x KW patch of xp as one row.
+def im2col(xp, kh, kw, ones=False, out=None, strides=(1, 1)):
+    """Every KH x KW patch of xp, moved by strides (sh, sw), as one row.
 
-    xp: (N, Hp, Wp, C). Returns cols (N*Ho*Wo, KH*KW*C), Ho = Hp-KH+1, Wo = Wp-KW+1,
-    each row ordered (kh, kw, c) like a HWIO kernel reshaped to (KH*KW*C, F).
+    xp: (N, Hp, Wp, C). Returns cols (N*Ho*Wo, KH*KW*C), Ho = (Hp-KH)//sh + 1,
+    Wo = (Wp-KW)//sw + 1, each row ordered (kh, kw, c) like a HWIO kernel reshaped to
+    (KH*KW*C, F).
     ones=True appends a column of ones (N*Ho*Wo, KH*KW*C + 1): the "bias trick",
     [patch, 1] @ [kernel; bias] = patch @ kernel + bias in one matmul.
     out: an array of that shape to fill instead of a new one.
@@ -85,45 +89,47 @@ def im2col(xp, kh, kw, ones=False, out=None):
     values): long contiguous runs are what make NumPy copy fast.
     """
     n, hp, wp, c = xp.shape
-    ho, wo = hp - kh + 1, wp - kw + 1
+    sh, sw = strides
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     k = kh * kw * c
     cols = np.empty((n * ho * wo, k + ones), dtype=xp.dtype) if out is None else out
     patches = cols[:, :k].reshape(n, ho, wo, kh, kw, c)  # a view: splitting axes never copies
     for i in range(kh):
         if c == 1:
             for j in range(kw):
-                patches[:, :, :, i, j] = xp[:, i:i + ho, j:j + wo]
-        else:  # (N, Ho, Wo, C, KW) window view -> (N, Ho, Wo, KW, C)
-            window = sliding_window_view(xp[:, i:i + ho], kw, axis=2)
+                patches[:, :, :, i, j] = tap(xp, i, j, (ho, wo), strides)
+        else:  # (N, Ho, Wp-KW+1, C, KW) window view, every sw-th column -> (N, Ho, Wo, KW, C)
+            rows = xp[:, i:i + sh * (ho - 1) + 1:sh]
+            window = sliding_window_view(rows, kw, axis=2)[:, :, ::sw]
             patches[:, :, :, i] = window.transpose(0, 1, 2, 4, 3)
     if ones:
         cols[:, k] = 1
     return cols
 
 
-def col2im(dcols, xp_shape, kh, kw):
+def col2im(dcols, xp_shape, kh, kw, strides=(1, 1)):
     """The adjoint of im2col: add every row's patch back where it came from.
 
-    dcols: (N*Ho*Wo, KH*KW*C). Returns dxp (N, Hp, Wp, C), Hp = Ho+KH-1, Wp = Wo+KW-1.
+    dcols: (N*Ho*Wo, KH*KW*C). Returns dxp (N, Hp, Wp, C) of the padded input's shape.
     The textbook backward of im2col (tutorial 04); conv2d_backward computes the
     same sum tap by tap without ever building dcols.
     """
     n, hp, wp, c = xp_shape
-    ho, wo = hp - kh + 1, wp - kw + 1
+    ho, wo = (hp - kh) // strides[0] + 1, (wp - kw) // strides[1] + 1
     patches = dcols.reshape(n, ho, wo, kh, kw, c)
     dxp = np.zeros(xp_shape, dtype=dcols.dtype)
     for i in range(kh):
         for j in range(kw):
-            dxp[:, i:i + ho, j:j + wo] += patches[:, :, :, i, j]
+            tap(dxp, i, j, (ho, wo), strides)[...] += patches[:, :, :, i, j]
     return dxp
 
 
-def conv2d_forward(x, params, padding="valid", reuse=None):
+def conv2d_forward(x, params, padding="valid", strides=1, reuse=None):
     """layers.conv2d_forward as out = [cols, 1] @ [kernel; bias], one matmul per chunk.
 
     x: (N, H, W, C); params["kernel"]: (KH, KW, C, F), params["bias"]: (F,).
     Returns out (N, Ho, Wo, F) and cache (cols with their ones column, padded
-    input shape, kernel, padding). The rows of a chunk of images are built and
+    input shape, kernel, pads, strides). The rows of a chunk of images are built and
     multiplied together (see CHUNK_BYTES); each output row is the same dot
     product whichever chunk it is in (OpenBLAS gives the same bits for all but
     tiny chunks), so the numbers do not depend on the chunking.
@@ -136,9 +142,11 @@ def conv2d_forward(x, params, padding="valid", reuse=None):
     kh, kw, c, f = kernel.shape
     if x.shape[-1] != c:
         raise ValueError(f"conv2d input has {x.shape[-1]} channels, kernel expects {c}")
-    xp = pad_input(x, kh, kw, padding)
+    strides = pair(strides)
+    pads = conv_pads(x.shape, kh, kw, strides, padding)
+    xp = pad_input(x, pads)
     n, hp, wp, _ = xp.shape
-    ho, wo = hp - kh + 1, wp - kw + 1
+    ho, wo = (hp - kh) // strides[0] + 1, (wp - kw) // strides[1] + 1
     weights = np.vstack([kernel.reshape(kh * kw * c, f), params["bias"]])
     shape = (n * ho * wo, kh * kw * c + 1)
     if reuse is not None and reuse[0].shape == shape and reuse[0].dtype == xp.dtype:
@@ -148,9 +156,9 @@ def conv2d_forward(x, params, padding="valid", reuse=None):
     out = np.empty((n * ho * wo, f), dtype=np.result_type(cols, weights))
     for images in image_chunks(n, cols[:ho * wo].nbytes):
         rows = slice(images.start * ho * wo, images.stop * ho * wo)
-        im2col(xp[images], kh, kw, ones=True, out=cols[rows])
+        im2col(xp[images], kh, kw, ones=True, out=cols[rows], strides=strides)
         np.matmul(cols[rows], weights, out=out[rows])
-    return out.reshape(n, ho, wo, f), (cols, xp.shape, kernel, padding)
+    return out.reshape(n, ho, wo, f), (cols, xp.shape, kernel, pads, strides)
 
 
 def conv2d_backward(dout, cache, input_grad=True):
@@ -164,7 +172,7 @@ def conv2d_backward(dout, cache, input_grad=True):
     adding whole contiguous (Wo, C) rows is several times faster than col2im of
     one big product. input_grad=False skips dL/dx.
     """
-    cols, xp_shape, kernel, padding = cache
+    cols, xp_shape, kernel, pads, strides = cache
     kh, kw, c, f = kernel.shape
     n, ho, wo, _ = dout.shape
     dout2d = dout.reshape(-1, f)
@@ -178,16 +186,30 @@ def conv2d_backward(dout, cache, input_grad=True):
             part_dout, part_dxp = dout[images].reshape(-1, f), dxp[images]
             for i in range(kh):
                 for j in range(kw):
-                    part_dxp[:, i:i + ho, j:j + wo] += (part_dout @ kernel[i, j].T).reshape(
-                        len(part_dxp), ho, wo, c)
-        if padding == "same":
-            (top, _), (left, _) = same_padding(kh), same_padding(kw)
-            dxp = dxp[:, top:top + ho, left:left + wo]
-        grads["x"] = dxp
+                    tap(part_dxp, i, j, (ho, wo), strides)[...] += (
+                        part_dout @ kernel[i, j].T).reshape(len(part_dxp), ho, wo, c)
+        grads["x"] = unpad(dxp, pads)
     return grads
 
 
-# --- maxpool2d -----------------------------------------------------------
+# --- pooling (maxpool2d, avgpool2d) --------------------------------------------
+
+
+def tiles(geometry) -> bool:
+    """True when a pooling layer's windows tile the image: stride = window, no padding
+    (Keras's default). Only then do the fast pooling functions below apply; overlapping
+    or padded windows use the readable functions."""
+    window, strides, pads, _ = geometry
+    return window == strides and window[0] == window[1] and pads == ((0, 0), (0, 0))
+
+
+def pool_windows(x, pool_size):
+    """x (N, H, W, C) as a view (N, Ho, p, Wo, p, C) of its p x p pool windows,
+    Ho = H // p, Wo = W // p: [n, i, a, j, b, c] = x[n, i*p + a, j*p + b, c].
+    Rows and columns that do not fill a window are left out (Keras's 'valid')."""
+    p = pool_size
+    n, h, w, c = x.shape
+    return x[:, :h // p * p, :w // p * p].reshape(n, h // p, p, w // p, p, c)
 
 
 def _max_of(arrays):
@@ -199,7 +221,8 @@ def _max_of(arrays):
 
 
 def maxpool2d_forward(x, pool_size=2, relu=False):
-    """layers.maxpool2d_forward; relu=True returns max(out, 0) instead.
+    """layers.maxpool2d_forward for windows that tile the image (stride = pool_size,
+    'valid'); relu=True returns max(out, 0) instead.
 
     x: (N, H, W, C). Returns out (N, H//p, W//p, C) and cache (x, window maxima,
     pool_size, relu). relu=True gives the same numbers as pooling a ReLU's output
@@ -253,6 +276,27 @@ def keep_first_maximum(is_max):
                 here = is_max[:, :, a, :, b]
                 here &= ~taken
                 taken |= here
+
+
+def avgpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
+    """layers.avgpool2d_forward; for windows that tile the image, the mean over the
+    window axes of pool_windows' view (no copy of x), else the readable function."""
+    geometry = layers.pool_geometry(x.shape, pool_size, strides, padding)
+    if not tiles(geometry):
+        return layers.avgpool2d_forward(x, pool_size, strides, padding)
+    return pool_windows(x, geometry[0][0]).mean(axis=(2, 4)), (x.shape, geometry, None)
+
+
+def avgpool2d_backward(dout, cache):
+    """layers.avgpool2d_backward; for tiling windows dout / p^2 written through
+    pool_windows' view of dx in one assignment."""
+    x_shape, geometry, _ = cache
+    if not tiles(geometry):
+        return layers.avgpool2d_backward(dout, cache)
+    p = geometry[0][0]
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    pool_windows(dx, p)[...] = dout[:, :, None, :, None, :] / (p * p)  # a view of dx
+    return {"x": dx}
 
 
 # --- batchnorm -----------------------------------------------------------
@@ -332,3 +376,12 @@ def batchnorm_backward(dout, cache):
         np.subtract(dout_rows, dx, out=dx)
         dx *= along_rows(scale, dx)
     return {"x": dx.reshape(dout.shape), "gamma": dgamma, "beta": dbeta}
+
+
+# --- residual block -------------------------------------------------------------
+
+
+def residual_forward(x, params, strides=1, training=False):
+    """layers.residual_forward with this file's conv2d and batchnorm (its backward, read
+    from the cache, then uses them too)."""
+    return layers.residual_forward(x, params, strides, training, sys.modules[__name__])

@@ -136,17 +136,19 @@ class Dense(_Affine):
 
 
 class Conv2D(_Affine):
-    """Conv2D layer: kernel (KH, KW, C, F), bias (F,), stride 1, 'valid' or 'same',
-    optional ReLU; x (N, H, W, C) -> (N, Ho, Wo, F)."""
+    """Conv2D layer: kernel (KH, KW, C, F), bias (F,), padding 'valid', 'same' or numbers,
+    strides (an int or (sh, sw)), optional ReLU; x (N, H, W, C) -> (N, Ho, Wo, F)."""
 
-    def __init__(self, kernel, bias, padding="valid", activation=None, name=""):
+    def __init__(self, kernel, bias, padding="valid", activation=None, name="", strides=1):
         super().__init__(kernel, bias, activation, name)
         self.padding = padding
+        self.strides = strides
 
     def _forward(self, x):
         if self.fast:
-            return fast_layers.conv2d_forward(x, self.params, self.padding, reuse=self.cache)
-        return layers.conv2d_forward(x, self.params, self.padding)
+            return fast_layers.conv2d_forward(x, self.params, self.padding, self.strides,
+                                              reuse=self.cache)
+        return layers.conv2d_forward(x, self.params, self.padding, self.strides)
 
     def _backward(self, dout):
         if self.fast:
@@ -155,28 +157,38 @@ class Conv2D(_Affine):
 
 
 class MaxPool2D(Layer):
-    """Max pooling over p x p windows, stride p: (N, H, W, C) -> (N, H//p, W//p, C).
+    """Max pooling over p x p windows moved by strides (default p), 'valid' or 'same':
+    (N, H, W, C) -> (N, Ho, Wo, C).
 
-    relu_after_pooling (fast only, set by the model together with the previous
+    `tiles`: the windows tile the image (stride p, 'valid'), the case the fast
+    functions handle; overlapping or padded windows always run the readable pair.
+    relu_after_pooling (fast and tiling only, set by the model together with the previous
     layer's `relu_in_next_layer`): also apply that layer's ReLU, after pooling:
     same numbers, a quarter of the ReLU's work in both passes.
     """
 
-    def __init__(self, pool_size=2, name=""):
+    def __init__(self, pool_size=2, name="", strides=None, padding="valid"):
         super().__init__(name)
-        self.pool_size = pool_size
+        self.pool_size, self.strides, self.padding = pool_size, strides, padding
+        self.tiles = ((strides is None or layers.pair(strides) == (pool_size, pool_size))
+                      and padding == "valid")
         self.relu_after_pooling = False
 
+    def _fast_path(self):
+        return self.fast and self.tiles
+
     def forward(self, x, training=False):
-        if self.fast:
+        if self._fast_path():
             out, self.cache = fast_layers.maxpool2d_forward(x, self.pool_size,
                                                             self.relu_after_pooling)
         else:
-            out, self.cache = layers.maxpool2d_forward(x, self.pool_size)
+            out, self.cache = layers.maxpool2d_forward(x, self.pool_size, self.strides,
+                                                       self.padding)
         return out
 
     def backward(self, dout):
-        backward = fast_layers.maxpool2d_backward if self.fast else layers.maxpool2d_backward
+        backward = (fast_layers.maxpool2d_backward if self._fast_path()
+                    else layers.maxpool2d_backward)
         return backward(dout, self.cache)["x"]
 
 
@@ -257,3 +269,35 @@ class Dropout(Layer):
 
     def backward(self, dout):
         return layers.dropout_backward(dout, self.cache)["x"]
+
+
+class ResidualBlock(Layer):
+    """A ResNet basic block (layers.residual_forward): conv-BN-ReLU-conv-BN plus the skip
+    path, then ReLU; x (N, H, W, C) -> (N, ceil(H/s), ceil(W/s), filters).
+
+    params by Keras variable path ("conv_a/kernel", "bn_a/gamma", ...); a class of its
+    own for its BatchNorms' moving statistics, non-trainable and moved in training as
+    BatchNorm's are.
+    """
+
+    def __init__(self, params, strides=1, name=""):
+        super().__init__(name)
+        self.params = dict(params)
+        self.strides = strides
+        self.non_trainable = tuple(key for key in self.params if "/moving_" in key)
+
+    def forward(self, x, training=False):
+        functions = fast_layers if self.fast else layers
+        out, self.cache = functions.residual_forward(x, self.params, self.strides, training)
+        if training:
+            for name, batch_stats in layers.residual_batch_stats(self.cache).items():
+                moving = {key: self.params[f"{name}/{key}"]
+                          for key in ("moving_mean", "moving_variance")}
+                layers.moving_average_update(moving, batch_stats)
+        return out
+
+    def backward(self, dout):
+        grads = layers.residual_backward(dout, self.cache)
+        dx = grads.pop("x")
+        self.grads = grads
+        return dx

@@ -19,6 +19,8 @@ the tests prove the two equal. The layer objects that hold `params` and
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 # --- dense ---------------------------------------------------------------
@@ -100,122 +102,179 @@ def dropout_backward(dout, cache):
 # --- conv2d --------------------------------------------------------------
 
 
-def same_padding(kernel_size):
-    """(before, after) zero padding of TensorFlow's 'same' at stride 1.
+def pair(value, what="strides"):
+    """An int n as (n, n), a pair of ints as it is: a per-axis setting (rows, columns)."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{what} {value!r}: expected an int or a pair of ints")
 
-    TF pads kernel_size - 1 in total and puts the odd one at the end
-    (bottom/right), so a 4x4 kernel gets 1 row above and 2 below.
+
+def axis_padding(size, window, stride, padding):
+    """(before, after) zeros along one axis of length `size` for a `window` moved by `stride`.
+
+    "valid": none. "same": TensorFlow's rule for any stride: Ho = ceil(size / stride)
+    outputs need (Ho - 1) * stride + window input rows, so the total padding is
+    max((Ho - 1) * stride + window - size, 0), and the odd one goes at the END
+    (bottom/right): a 4-tap window at stride 1 gets 1 row above and 2 below, a 3-tap
+    window at stride 2 on 28 rows gets 0 above and 1 below.
     """
-    total = kernel_size - 1
+    if padding == "valid":
+        return 0, 0
+    if padding != "same":
+        raise ValueError(f"padding {padding!r}: expected 'valid', 'same' or numbers")
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
     return total // 2, total - total // 2
 
 
-def pad_input(x, kh, kw, padding):
-    """x (N, H, W, C) zero-padded for `padding` ("valid": unchanged; "same": TF's rule)."""
-    if padding == "valid":
-        return x
-    if padding != "same":
-        raise ValueError(f"padding {padding!r}: expected 'valid' or 'same'")
-    return np.pad(x, ((0, 0), same_padding(kh), same_padding(kw), (0, 0)))
+def same_padding(kernel_size):
+    """(before, after) zero padding of TensorFlow's 'same' at stride 1: kernel_size - 1
+    in total, the odd one at the end."""
+    return axis_padding(kernel_size, kernel_size, 1, "same")
 
 
-def unpad(dxp, x_shape, kh, kw, padding):
-    """The gradient of the padded input (N, Hp, Wp, C) cut back to x_shape (N, H, W, C):
-    the zeros that padding added are constants, their gradient is dropped."""
-    if padding == "valid":
-        return dxp
-    (top, _), (left, _) = same_padding(kh), same_padding(kw)
-    return dxp[:, top:top + x_shape[1], left:left + x_shape[2]]
+def conv_pads(x_shape, kh, kw, strides=1, padding="valid"):
+    """((top, bottom), (left, right)) zero rows and columns for input x_shape (N, H, W, C).
+
+    padding: "valid", "same" (see axis_padding), or explicit numbers: p (p on every side),
+    (ph, pw) (ph above and below, pw left and right) or ((top, bottom), (left, right)).
+    """
+    if isinstance(padding, str):
+        (sh, sw) = pair(strides)
+        return (axis_padding(x_shape[1], kh, sh, padding),
+                axis_padding(x_shape[2], kw, sw, padding))
+    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
+            isinstance(p, (tuple, list)) for p in padding):
+        return pair(padding[0], "padding"), pair(padding[1], "padding")
+    ph, pw = pair(padding, "padding")
+    if min(ph, pw) < 0:
+        raise ValueError(f"padding {padding!r}: expected numbers >= 0")
+    return (ph, ph), (pw, pw)
 
 
-def conv2d_forward(x, params, padding="valid"):
-    """2-d cross-correlation (no kernel flip, as in Keras), stride 1:
+def pad_input(x, pads, fill=0.0):
+    """x (N, H, W, C) with pads ((top, bottom), (left, right)) rows and columns of `fill`."""
+    return np.pad(x, ((0, 0), *pads, (0, 0)), constant_values=fill)
 
-        out[n, h, w, f] = bias[f] + sum_{i, j, c} xp[n, h+i, w+j, c] kernel[i, j, c, f]
+
+def unpad(dxp, pads):
+    """The gradient of the padded input (N, Hp, Wp, C) cut back to the input's size: the
+    values that padding added are constants, their gradient is dropped."""
+    (top, bottom), (left, right) = pads
+    return dxp[:, top:dxp.shape[1] - bottom, left:dxp.shape[2] - right]
+
+
+def tap(xp, i, j, out_hw, strides):
+    """The (N, Ho, Wo, C) view of xp that window position (i, j) sees at every output:
+    xp[:, i + sh*h, j + sw*w] for h < Ho, w < Wo."""
+    (ho, wo), (sh, sw) = out_hw, strides
+    return xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+
+
+def conv2d_forward(x, params, padding="valid", strides=1):
+    """2-d cross-correlation (no kernel flip, as in Keras) with strides (sh, sw):
+
+        out[n, h, w, f] = bias[f] + sum_{i, j, c} xp[n, sh*h + i, sw*w + j, c] kernel[i, j, c, f]
 
     with xp the zero-padded input. x: (N, H, W, C); params["kernel"]: (KH, KW, C, F),
-    params["bias"]: (F,). padding: "valid" (Ho = H-KH+1, Wo = W-KW+1) or "same"
-    (Ho = H, Wo = W, TensorFlow's padding rule).
-    Kernel tap (i, j) sees the input shifted by (i, j): the (N, Ho, Wo, C) block
-    xp[:, i:i+Ho, j:j+Wo] times the (C, F) matrix kernel[i, j] is its whole
-    contribution, so the sum over c is one matmul per tap.
-    Returns out (N, Ho, Wo, F) and cache (xp (N, Hp, Wp, C), x's shape, kernel, padding).
+    params["bias"]: (F,). padding: "valid", "same" (TensorFlow's rule, Ho = ceil(H / sh))
+    or explicit numbers (see conv_pads); strides: an int or (sh, sw).
+    Ho = (Hp - KH) // sh + 1 and Wo = (Wp - KW) // sw + 1 for the padded size Hp x Wp.
+    Kernel tap (i, j) sees the input shifted by (i, j) and subsampled by the strides:
+    the (N, Ho, Wo, C) view tap(xp, i, j) times the (C, F) matrix kernel[i, j] is its
+    whole contribution, so the sum over c is one matmul per tap.
+    Returns out (N, Ho, Wo, F) and cache (xp (N, Hp, Wp, C), x's shape, kernel, pads, strides).
     """
     kernel = params["kernel"]
     kh, kw, c, f = kernel.shape
     if x.shape[-1] != c:
         raise ValueError(f"conv2d input has {x.shape[-1]} channels, kernel expects {c}")
-    xp = pad_input(x, kh, kw, padding)
+    strides = pair(strides)
+    pads = conv_pads(x.shape, kh, kw, strides, padding)
+    xp = pad_input(x, pads)
     n, hp, wp, _ = xp.shape
-    ho, wo = hp - kh + 1, wp - kw + 1
+    ho, wo = (hp - kh) // strides[0] + 1, (wp - kw) // strides[1] + 1
     out = np.zeros((n, ho, wo, f), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += xp[:, i:i + ho, j:j + wo] @ kernel[i, j]
+            out += tap(xp, i, j, (ho, wo), strides) @ kernel[i, j]
     out += params["bias"]
-    return out, (xp, x.shape, kernel, padding)
+    return out, (xp, x.shape, kernel, pads, strides)
 
 
 def conv2d_backward(dout, cache):
     """dout: (N, Ho, Wo, F). Returns {"x": (N, H, W, C), "kernel": (KH, KW, C, F), "bias": (F,)}.
 
     Tap (i, j) of the forward pass was out += xp_ij @ kernel[i, j], with
-    xp_ij = xp[:, i:i+Ho, j:j+Wo] (N, Ho, Wo, C): the dense layer's rule per tap.
+    xp_ij = tap(xp, i, j) (N, Ho, Wo, C): the dense layer's rule per tap.
     dkernel[i, j] = sum over (n, h, w) of xp_ij^T dout, a (C, F) matrix;
-    dxp[:, i:i+Ho, j:j+Wo] += dout @ kernel[i, j]^T, added because a pixel is
-    seen by several taps; dbias = dout summed over (n, h, w).
+    dxp at the positions of xp_ij += dout @ kernel[i, j]^T, added because a pixel is
+    seen by several taps (with a stride, only the pixels a tap saw get its share;
+    those no window reached get 0); dbias = dout summed over (n, h, w).
     """
-    xp, x_shape, kernel, padding = cache
+    xp, x_shape, kernel, pads, strides = cache
     kh, kw, _, _ = kernel.shape
     _, ho, wo, _ = dout.shape
     dxp = np.zeros_like(xp)
     dkernel = np.zeros_like(kernel)
     for i in range(kh):
         for j in range(kw):
-            window = xp[:, i:i + ho, j:j + wo]
+            window = tap(xp, i, j, (ho, wo), strides)
             dkernel[i, j] = np.tensordot(window, dout, axes=([0, 1, 2], [0, 1, 2]))
-            dxp[:, i:i + ho, j:j + wo] += dout @ kernel[i, j].T
-    return {"x": unpad(dxp, x_shape, kh, kw, padding), "kernel": dkernel,
-            "bias": dout.sum(axis=(0, 1, 2))}
+            tap(dxp, i, j, (ho, wo), strides)[...] += dout @ kernel[i, j].T
+    return {"x": unpad(dxp, pads), "kernel": dkernel, "bias": dout.sum(axis=(0, 1, 2))}
 
 
-# --- pooling (maxpool2d, avgpool2d) ----------------------------------------
+# --- pooling (maxpool2d, avgpool2d, globalavgpool2d) -------------------------------------
 
 
-def pool_windows(x, pool_size):
-    """x (N, H, W, C) as a view (N, Ho, p, Wo, p, C) of its p x p pool windows,
-    Ho = H // p, Wo = W // p: [n, i, a, j, b, c] = x[n, i*p + a, j*p + b, c].
-    Rows and columns that do not fill a window are left out (Keras's 'valid')."""
-    p = pool_size
-    n, h, w, c = x.shape
-    return x[:, :h // p * p, :w // p * p].reshape(n, h // p, p, w // p, p, c)
+def pool_geometry(x_shape, pool_size, strides=None, padding="valid"):
+    """(window (ph, pw), strides (sh, sw), pads, output size (Ho, Wo)) of a pooling layer
+    on input x_shape (N, H, W, C), Keras's rules: strides default to the window;
+    "valid" takes the windows that fit (leftover rows and columns are left out),
+    "same" pads as conv2d does (axis_padding) so that Ho = ceil(H / sh)."""
+    window = pair(pool_size, "pool_size")
+    strides = window if strides is None else pair(strides)
+    if padding not in ("valid", "same"):
+        raise ValueError(f"pooling padding {padding!r}: expected 'valid' or 'same'")
+    pads = conv_pads(x_shape, *window, strides, padding)
+    hp, wp = x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1])
+    out_hw = (hp - window[0]) // strides[0] + 1, (wp - window[1]) // strides[1] + 1
+    return window, strides, pads, out_hw
 
 
-def windows_last(x, pool_size):
-    """x (N, H, W, C) -> (N, Ho, Wo, C, p*p): each window's p*p values on the last
-    axis, in row-major order (a*p + b for window row a, column b)."""
-    windows = pool_windows(x, pool_size).transpose(0, 1, 3, 5, 2, 4)
-    return windows.reshape(*windows.shape[:4], pool_size * pool_size)
+def windows_last(x, geometry, fill=0.0):
+    """x (N, H, W, C) -> (N, Ho, Wo, C, ph*pw): each window's values on the last axis, in
+    row-major order (a*pw + b for window row a, column b); padding holds `fill`."""
+    (ph, pw), strides, pads, out_hw = geometry
+    xp = pad_input(x, pads, fill)
+    return np.stack([tap(xp, a, b, out_hw, strides) for a in range(ph) for b in range(pw)],
+                    axis=-1)
 
 
-def windows_to_image(dwindows, x_shape, pool_size):
-    """The inverse of windows_last for gradients: (N, Ho, Wo, C, p*p) -> (N, H, W, C),
-    zero in the leftover rows and columns that no window covered."""
-    p = pool_size
-    n, ho, wo, c, _ = dwindows.shape
-    dx = np.zeros(x_shape, dtype=dwindows.dtype)
-    dx[:, :ho * p, :wo * p] = (dwindows.reshape(n, ho, wo, c, p, p)
-                               .transpose(0, 1, 4, 2, 5, 3).reshape(n, ho * p, wo * p, c))
-    return dx
+def windows_to_image(dwindows, x_shape, geometry):
+    """The adjoint of windows_last for gradients: (N, Ho, Wo, C, ph*pw) -> (N, H, W, C).
+    Overlapping windows add their shares; pixels no window covered get 0."""
+    (ph, pw), strides, pads, out_hw = geometry
+    n, h, w, c = x_shape
+    dxp = np.zeros((n, h + sum(pads[0]), w + sum(pads[1]), c), dtype=dwindows.dtype)
+    for a in range(ph):
+        for b in range(pw):
+            tap(dxp, a, b, out_hw, strides)[...] += dwindows[..., a * pw + b]
+    return unpad(dxp, pads)
 
 
-def maxpool2d_forward(x, pool_size=2):
-    """Max over non-overlapping p x p windows, stride p (Keras MaxPooling2D, 'valid').
+def maxpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
+    """Max over pool_size windows moved by strides (Keras MaxPooling2D).
 
-    x: (N, H, W, C). Returns out (N, H//p, W//p, C) and cache (x, pool_size).
-    Leftover rows and columns are dropped.
+    x: (N, H, W, C). Returns out (N, Ho, Wo, C) and cache (x, geometry), see
+    pool_geometry: windows overlap when strides < pool_size. 'same' padding holds -inf,
+    so a window's maximum is always one of its real values (Keras ignores the padding).
     """
-    return windows_last(x, pool_size).max(axis=-1), (x, pool_size)
+    geometry = pool_geometry(x.shape, pool_size, strides, padding)
+    return windows_last(x, geometry, -np.inf).max(axis=-1), (x, geometry)
 
 
 def maxpool2d_backward(dout, cache):
@@ -224,31 +283,50 @@ def maxpool2d_backward(dout, cache):
     out is one of the window's values, so its gradient goes to that value and
     the others get 0. If several values tie for the maximum (blank image
     regions, a ReLU's zeros), only the FIRST in row-major order gets it, as in
-    TensorFlow's MaxPoolGrad: np.argmax returns exactly that one.
+    TensorFlow's MaxPoolGrad: np.argmax returns exactly that one. A pixel in
+    several overlapping windows adds what each of them gives it.
     """
-    x, p = cache
-    first_max = windows_last(x, p).argmax(axis=-1)  # (N, Ho, Wo, C), in 0 .. p*p-1
-    is_first_max = first_max[..., None] == np.arange(p * p)  # (N, Ho, Wo, C, p*p)
-    return {"x": windows_to_image(is_first_max * dout[..., None], x.shape, p)}
+    x, geometry = cache
+    windows = windows_last(x, geometry, -np.inf)  # (N, Ho, Wo, C, ph*pw)
+    first_max = windows.argmax(axis=-1)  # (N, Ho, Wo, C)
+    is_first_max = first_max[..., None] == np.arange(windows.shape[-1])
+    return {"x": windows_to_image(is_first_max * dout[..., None], x.shape, geometry)}
 
 
-def avgpool2d_forward(x, pool_size=2):
-    """Mean over non-overlapping p x p windows, stride p (Keras AveragePooling2D, 'valid').
+def avgpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
+    """Mean over pool_size windows moved by strides (Keras AveragePooling2D).
 
-    x: (N, H, W, C). Returns out (N, H//p, W//p, C) and cache (x's shape, pool_size).
-    Leftover rows and columns are dropped.
+    x: (N, H, W, C). Returns out (N, Ho, Wo, C) and cache (x's shape, geometry, count):
+    count (1, Ho, Wo, 1) is how many real values each window holds, ph*pw except at
+    a 'same' border, where Keras averages over the real values only.
     """
-    return pool_windows(x, pool_size).mean(axis=(2, 4)), (x.shape, pool_size)
+    geometry = pool_geometry(x.shape, pool_size, strides, padding)
+    count = windows_last(np.ones((1, *x.shape[1:3], 1), x.dtype), geometry).sum(axis=-1)
+    return windows_last(x, geometry).sum(axis=-1) / count, (x.shape, geometry, count)
 
 
 def avgpool2d_backward(dout, cache):
-    """dout: (N, Ho, Wo, C). Returns {"x": (N, H, W, C)}: each of a window's p*p
-    values contributed 1 / p^2 of its mean, so each gets dout / p^2; leftover rows
-    and columns get 0."""
-    x_shape, p = cache
-    dx = np.zeros(x_shape, dtype=dout.dtype)
-    pool_windows(dx, p)[...] = dout[:, :, None, :, None, :] / (p * p)  # a view of dx
-    return {"x": dx}
+    """dout: (N, Ho, Wo, C). Returns {"x": (N, H, W, C)}: each of a window's count real
+    values contributed 1 / count of its mean, so each gets dout / count (added up over
+    the windows it is in); leftover rows and columns get 0."""
+    x_shape, geometry, count = cache
+    share = np.repeat((dout / count)[..., None], np.prod(geometry[0]), axis=-1)
+    return {"x": windows_to_image(share, x_shape, geometry)}
+
+
+def globalavgpool2d_forward(x):
+    """Mean over all positions of each channel (Keras GlobalAveragePooling2D).
+
+    x: (N, H, W, C). Returns out (N, C) and cache x's shape.
+    """
+    return x.mean(axis=(1, 2)), x.shape
+
+
+def globalavgpool2d_backward(dout, cache):
+    """dout: (N, C). Returns {"x": (N, H, W, C)}: every one of the H*W values of a
+    channel gets dout / (H*W), as in avgpool2d with one window the size of the image."""
+    n, h, w, c = cache
+    return {"x": np.broadcast_to(dout[:, None, None, :] / (h * w), cache).copy()}
 
 
 # --- batchnorm -----------------------------------------------------------
@@ -321,3 +399,178 @@ def batchnorm_backward(dout, cache):
         m = xhat.size // xhat.shape[-1]
         dx = gamma / std * (dout - dbeta / m - xhat * dgamma / m)
     return {"x": dx, "gamma": dgamma, "beta": dbeta}
+
+
+# --- layernorm and groupnorm -------------------------------------------------
+
+# keras.layers.LayerNormalization's and GroupNormalization's default epsilon.
+NORM_EPSILON = 1e-3
+
+
+def normalize_forward(x, axes):
+    """xhat = (x - mean) / sqrt(var + eps), mean and (biased) var over `axes` of x, one
+    pair of statistics per index of the other axes. Returns xhat (shaped like x) and
+    std = sqrt(var + eps) (x's shape with `axes` of length 1)."""
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    std = np.sqrt(var + NORM_EPSILON)
+    return (x - mean) / std, std
+
+
+def normalize_backward(dxhat, xhat, std, axes):
+    """dL/dx of normalize_forward, given dL/dxhat. With M values in each group:
+        dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std,
+    the means over `axes`: batchnorm_backward's derivation with the sums taken over a
+    group's values (the last two terms are what the group's mean and var pass back)."""
+    return (dxhat - dxhat.mean(axis=axes, keepdims=True)
+            - xhat * (dxhat * xhat).mean(axis=axes, keepdims=True)) / std
+
+
+def layernorm_forward(x, params):
+    """Layer normalisation over the channels (keras.layers.LayerNormalization, axis=-1).
+
+    x: (..., C), e.g. (N, H, W, C): every position (n, h, w) is normalised over its C
+    channels alone, so nothing depends on the other examples of the batch (training and
+    inference are the same). params["gamma"], params["beta"]: (C,).
+        mean = sum_c x[..., c] / C,  var = sum_c (x[..., c] - mean)^2 / C,
+        xhat = (x - mean) / sqrt(var + eps),  out = gamma * xhat + beta,  eps = 1e-3.
+    Returns out (shaped like x) and cache (xhat (..., C), gamma (C,), std (..., 1)).
+    """
+    xhat, std = normalize_forward(x, -1)
+    return params["gamma"] * xhat + params["beta"], (xhat, params["gamma"], std)
+
+
+def layernorm_backward(dout, cache):
+    """dout: (..., C). Returns {"x": (..., C), "gamma": (C,), "beta": (C,)}.
+
+    dbeta = dout summed over every axis but C, dgamma = (dout * xhat) likewise,
+    dxhat = gamma * dout. Each position's mean and var depend on its own C values:
+        dvar  = -sum_c(dxhat * xhat) / (2 (var + eps)),   dmean = -sum_c(dxhat) / std
+        dx    = dxhat / std + dvar * 2 (x - mean) / C + dmean / C
+              = (dxhat - mean_c(dxhat) - xhat * mean_c(dxhat * xhat)) / std.
+    """
+    xhat, gamma, std = cache
+    axes = tuple(range(dout.ndim - 1))
+    dx = normalize_backward(gamma * dout, xhat, std, -1)
+    return {"x": dx, "gamma": (dout * xhat).sum(axis=axes), "beta": dout.sum(axis=axes)}
+
+
+def groupnorm_forward(x, params, groups=2):
+    """Group normalisation (keras.layers.GroupNormalization, axis=-1, Wu & He 2018).
+
+    x: (N, H, W, C), C divisible by `groups` G: the channels are split into G groups of
+    C/G neighbours, and each example's group is normalised over its H*W*C/G values
+    (G = 1: the whole example, G = C: each channel alone, instance normalisation).
+    Viewed as xg (N, H, W, G, C/G), the statistics are over axes (1, 2, 4), then
+    out = gamma * xhat + beta per channel, eps = 1e-3. params["gamma"], params["beta"]: (C,).
+    Returns out (N, H, W, C) and cache (xhat (N, H, W, G, C/G), gamma (C,), std (N, 1, 1, G, 1)).
+    """
+    n, h, w, c = x.shape
+    if c % groups:
+        raise ValueError(f"groupnorm: {c} channels do not split into {groups} groups")
+    xhat, std = normalize_forward(x.reshape(n, h, w, groups, c // groups), (1, 2, 4))
+    return (params["gamma"] * xhat.reshape(x.shape) + params["beta"],
+            (xhat, params["gamma"], std))
+
+
+def groupnorm_backward(dout, cache):
+    """dout: (N, H, W, C). Returns {"x": (N, H, W, C), "gamma": (C,), "beta": (C,)}.
+
+    As layernorm_backward with each (example, group) for a position: dxhat = gamma * dout,
+    viewed (N, H, W, G, C/G), goes through normalize_backward over axes (1, 2, 4)."""
+    xhat, gamma, std = cache
+    xhat_flat = xhat.reshape(dout.shape)
+    dxhat = (gamma * dout).reshape(xhat.shape)
+    dx = normalize_backward(dxhat, xhat, std, (1, 2, 4)).reshape(dout.shape)
+    return {"x": dx, "gamma": (dout * xhat_flat).sum(axis=(0, 1, 2)),
+            "beta": dout.sum(axis=(0, 1, 2))}
+
+
+# --- residual block --------------------------------------------------------------
+
+
+def residual_forward(x, params, strides=1, training=False, functions=None):
+    """A ResNet basic block (He et al. 2016): two 3x3 convolutions with BatchNorm on the
+    main path, added to the skip path, then ReLU:
+
+        main  = bn_b(conv_b(relu(bn_a(conv_a(x)))))     conv_a: strides, 'same'
+        skip  = x, or shortcut_bn(shortcut_conv(x))     a 1x1 conv, strides, when the
+                                                        shape changes
+        out   = relu(main + skip)
+
+    x: (N, H, W, C); out: (N, Ho, Wo, F), Ho = ceil(H / s). params, by Keras variable
+    path: "conv_a/kernel" (3, 3, C, F), "conv_b/kernel" (3, 3, F, F), and for each
+    BatchNorm "bn_a/", "bn_b/" the gamma, beta, moving_mean and moving_variance (F,);
+    with "shortcut_conv/kernel" (1, 1, C, F) and "shortcut_bn/..." the projection
+    skip. The convolutions have no bias: the BatchNorm after each would cancel it.
+    training: the BatchNorms use the batch's statistics (batchnorm_forward).
+    functions: where conv2d_* and batchnorm_* come from (this module by default;
+    scratch.fast_layers passes itself).
+    Returns out and cache (the parts' caches, the pre-ReLU sum, functions).
+    """
+    f = functions or sys.modules[__name__]
+    convs, bns = {}, {}
+
+    def conv(name, value, kernel_strides, padding):
+        kernel = params[f"{name}/kernel"]
+        no_bias = np.zeros(kernel.shape[-1], dtype=kernel.dtype)
+        value, convs[name] = f.conv2d_forward(value, {"kernel": kernel, "bias": no_bias},
+                                              padding, kernel_strides)
+        return value
+
+    def bn(name, value):
+        given = {key: params[f"{name}/{key}"]
+                 for key in ("gamma", "beta", "moving_mean", "moving_variance")}
+        value, bns[name] = f.batchnorm_forward(value, given, training)
+        return value
+
+    main = bn("bn_a", conv("conv_a", x, strides, "same"))
+    main, relu_a = relu_forward(main)
+    main = bn("bn_b", conv("conv_b", main, 1, "same"))
+    skip = (bn("shortcut_bn", conv("shortcut_conv", x, strides, "valid"))
+            if "shortcut_conv/kernel" in params else x)
+    total = main + skip
+    out, relu_out = relu_forward(total)
+    return out, (convs, bns, relu_a, relu_out, f)
+
+
+def residual_backward(dout, cache):
+    """dout: (N, Ho, Wo, F). Returns {"x": (N, H, W, C)} and every trainable param's
+    gradient under its path ("conv_a/kernel", "bn_a/gamma", ...).
+
+    Backwards through out = relu(main + skip): the ReLU first, then the addition,
+    whose derivative is 1 for each term: BOTH paths receive the same d_sum. Each
+    path passes it back to x, and since x fanned out into the two paths, its
+    gradient is the SUM of theirs:
+        dx = d_main_path(d_sum) + d_skip_path(d_sum)
+    (d_skip_path is the identity for an identity skip: the gradient reaches x
+    unchanged however deep the network, the point of residual connections).
+    """
+    convs, bns, relu_a, relu_out, f = cache
+    grads = {}
+
+    def conv(name, grad):
+        part = f.conv2d_backward(grad, convs[name])
+        grads[f"{name}/kernel"] = part["kernel"]  # part["bias"]: no bias
+        return part["x"]
+
+    def bn(name, grad):
+        part = f.batchnorm_backward(grad, bns[name])
+        grads[f"{name}/gamma"], grads[f"{name}/beta"] = part["gamma"], part["beta"]
+        return part["x"]
+
+    d_sum = relu_backward(dout, relu_out)["x"]
+    d_main, d_skip = d_sum, d_sum  # the addition copies its gradient to both terms
+    d_main = conv("conv_b", bn("bn_b", d_main))
+    d_main = relu_backward(d_main, relu_a)["x"]
+    dx_main = conv("conv_a", bn("bn_a", d_main))
+    dx_skip = conv("shortcut_conv", bn("shortcut_bn", d_skip)) if "shortcut_conv" in convs \
+        else d_skip
+    grads["x"] = dx_main + dx_skip  # x fanned out: the two gradients meet and add
+    return grads
+
+
+def residual_batch_stats(cache):
+    """{BatchNorm name: (batch mean, batch var)} of a training-mode residual_forward, for
+    moving_average_update of each of its BatchNorms."""
+    return {name: bn_cache[-1] for name, bn_cache in cache[1].items()}

@@ -71,7 +71,8 @@ class Model:
         for layer in self.layers:
             layer.fast = self._fast
         for layer, following in zip(self.layers, self.layers[1:]):
-            if isinstance(following, MaxPool2D) and getattr(layer, "activation", None) == "relu":
+            if (isinstance(following, MaxPool2D) and following.tiles
+                    and getattr(layer, "activation", None) == "relu"):
                 layer.relu_in_next_layer = following.relu_after_pooling = self._fast
 
     @property
@@ -198,14 +199,14 @@ class Model:
             trained = {k: v for k, v in layer.params.items() if k not in layer.non_trainable}
             count = sum(value.size for value in trained.values())
             shapes = {key: value.shape for key, value in trained.items()}
-            if "kernel" in trained:
+            if set(trained) == {"kernel", "bias"}:
                 kernel, bias = layer.params["kernel"], layer.params["bias"]
                 formula = "*".join(map(str, kernel.shape)) + f" + {bias.size} = {count:,}"
-            elif trained:  # BatchNorm: gamma and beta, plus the moving mean and variance
+            elif isinstance(layer, BatchNorm):  # gamma and beta, plus the moving statistics
                 c = layer.params["gamma"].size
                 formula = (f"{len(trained)}*{c} trainable (+ {len(layer.non_trainable)}*{c} "
                            "moving stats)")
-            else:
+            else:  # the registry's formula; the count and shapes above are the arrays'
                 formula = expected.formula
             row = zoo.ParamRow(layer.name, shape, formula, count, shapes)
             if row != expected:

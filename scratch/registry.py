@@ -32,7 +32,9 @@ from typing import Callable
 
 import numpy as np
 
-from scratch.layer_classes import BatchNorm, Conv2D, Dense, Dropout, MaxPool2D, PairLayer, ReLU
+from scratch.layer_classes import (BatchNorm, Conv2D, Dense, Dropout, MaxPool2D, PairLayer,
+                                   ReLU, ResidualBlock)
+from scratch.layers import conv_pads, pair, pool_geometry
 
 NO_WEIGHTS = "0 (no weights)"
 
@@ -41,10 +43,13 @@ NO_WEIGHTS = "0 (no weights)"
 class LayerSpec:
     """One layer of a zoo architecture.
 
-    kind: a key of KINDS: "conv2d" (filters, kernel_size, padding, activation),
-          "maxpool2d" and "avgpool2d" (pool_size; stride = pool_size), "flatten",
+    kind: a key of KINDS: "conv2d" (filters, kernel_size, strides, padding, activation),
+          "maxpool2d" and "avgpool2d" (pool_size, strides (default pool_size), padding),
+          "globalavgpool2d", "flatten",
           "dense" (units, activation), "dropout" (rate), "batchnorm"
-          (per-channel batch normalisation, Keras's defaults), "relu".
+          (per-channel batch normalisation, Keras's defaults), "relu", "layernorm"
+          (over the channels), "groupnorm" (groups), "residual" (a ResNet basic block:
+          filters, strides).
     activation: None (linear) or "relu"; the last dense layer is always linear
     (it produces logits; softmax lives in the loss, or in the exported model).
     regularize: whether L2 (when asked for) applies to this layer's kernel. It does for
@@ -56,9 +61,11 @@ class LayerSpec:
     filters: int = 0
     units: int = 0
     kernel_size: int = 0
-    padding: str = "valid"
+    padding: str | int | tuple = "valid"  # 'valid', 'same' or numbers (conv2d only)
+    strides: int | tuple | None = None  # None: 1 for conv2d, pool_size for pooling
     pool_size: int = 2
     rate: float = 0.0
+    groups: int = 0  # groupnorm
     activation: str | None = None
     regularize: bool = True
 
@@ -118,6 +125,13 @@ def window_out(size, window, stride=1, padding="valid"):
     return (size - window) // stride + 1
 
 
+def check_output(hw, kind):
+    """hw (Ho, Wo) when both are at least 1, else a one-line error."""
+    if min(hw) < 1:
+        raise ValueError(f"{kind}: the window is larger than its (padded) input")
+    return hw
+
+
 def image(shape, kind):
     """(h, w, c) of an image-shaped input; a one-line error for a flat one."""
     if len(shape) != 3:
@@ -140,8 +154,10 @@ def flatten_formula(spec, shape, params):
 
 def conv2d_output(spec, shape):
     h, w, _ = image(shape, "conv2d")
-    k, padding = spec.kernel_size, spec.padding
-    return window_out(h, k, padding=padding), window_out(w, k, padding=padding), spec.filters
+    k, (sh, sw) = spec.kernel_size, pair(spec.strides or 1)
+    (top, bottom), (left, right) = conv_pads((1, h, w), k, k, (sh, sw), spec.padding)
+    hw = (h + top + bottom - k) // sh + 1, (w + left + right - k) // sw + 1
+    return (*check_output(hw, "conv2d"), spec.filters)
 
 
 def conv2d_params(spec, shape):
@@ -149,10 +165,27 @@ def conv2d_params(spec, shape):
     return {"kernel": (k, k, cin, spec.filters), "bias": (spec.filters,)}
 
 
+def explicit_padding(spec):
+    """conv2d's explicit padding numbers, for the Keras twin's ZeroPadding2D (None for
+    'valid' and 'same', which Keras's Conv2D does itself)."""
+    return None if isinstance(spec.padding, str) else conv_pads(None, 0, 0, 1, spec.padding)
+
+
+def conv2d_keras_kwargs(spec):
+    return {"filters": spec.filters, "kernel_size": spec.kernel_size,
+            "strides": spec.strides or 1,
+            "padding": spec.padding if isinstance(spec.padding, str) else "valid",
+            "activation": spec.activation}
+
+
 def pool_output(spec, shape):
     h, w, c = image(shape, spec.kind)
-    p = spec.pool_size
-    return window_out(h, p, stride=p), window_out(w, p, stride=p), c
+    *_, hw = pool_geometry((1, h, w, c), spec.pool_size, spec.strides, spec.padding)
+    return (*check_output(hw, spec.kind), c)
+
+
+def pool_keras_kwargs(spec):
+    return {"pool_size": spec.pool_size, "strides": spec.strides, "padding": spec.padding}
 
 
 def no_flops(spec, shape):
@@ -176,6 +209,79 @@ def batchnorm_formula(spec, shape, params):
     return f"2*{c} trainable (+ 2*{c} moving stats)"
 
 
+def norm_params(spec, shape):
+    return {"gamma": shape[-1:], "beta": shape[-1:]}
+
+
+def groupnorm_params(spec, shape):
+    c = image(shape, "groupnorm")[2]
+    if c % spec.groups:
+        raise ValueError(f"groupnorm: {c} channels do not split into {spec.groups} groups")
+    return norm_params(spec, shape)
+
+
+BN_KEYS = ("gamma", "beta")
+
+
+def residual_convs(spec, shape) -> dict:
+    """{name: kernel shape} of a residual block's convolutions on input `shape`: the 1x1
+    shortcut only when the block changes the shape (strides or channels)."""
+    c, f = image(shape, "residual")[2], spec.filters
+    convs = {"conv_a": (3, 3, c, f), "conv_b": (3, 3, f, f)}
+    if pair(spec.strides or 1) != (1, 1) or c != f:
+        convs["shortcut_conv"] = (1, 1, c, f)
+    return convs
+
+
+def bn_of(conv_name):
+    return "shortcut_bn" if conv_name == "shortcut_conv" else "bn_" + conv_name[-1]
+
+
+def residual_output(spec, shape):
+    h, w, _ = image(shape, "residual")
+    sh, sw = pair(spec.strides or 1)
+    return -(-h // sh), -(-w // sw), spec.filters
+
+
+def residual_params(spec, shape):
+    params = {}
+    for conv, kernel in residual_convs(spec, shape).items():
+        params[f"{conv}/kernel"] = kernel
+        params.update({f"{bn_of(conv)}/{key}": (spec.filters,) for key in BN_KEYS})
+    return params
+
+
+def residual_formula(spec, shape, params):
+    kernels = [dims for key, dims in params.items() if key.endswith("/kernel")]
+    terms = " + ".join("*".join(map(str, dims)) for dims in kernels)
+    bns = f"{len(kernels)}*2*{spec.filters}"
+    return f"{terms} + {bns} = {param_count(params):,} (+ {bns} moving stats)"
+
+
+def residual_flops(spec, shape):
+    """Its convolutions' FLOPs (2 per multiply-add), at the output's Ho x Wo."""
+    ho, wo, f = residual_output(spec, shape)
+    parts = [(2 * ho * wo * math.prod(k[:3]) * f, f"2*{ho}*{wo}*{math.prod(k[:3])}*{f}")
+             for k in residual_convs(spec, shape).values()]
+    return " + ".join(text for _, text in parts), sum(count for count, _ in parts)
+
+
+def make_residual(spec, shapes, ctx):
+    """The NumPy residual block: Glorot kernels in the order conv_a, conv_b, shortcut,
+    BatchNorms as Keras starts them (gamma 1, beta 0, moving mean 0, variance 1)."""
+    params = {}
+    for key, shape in shapes.items():
+        if key.endswith("/kernel"):
+            params[key] = ctx.kernel(shape)
+        elif key.endswith("/gamma"):
+            name = key.split("/")[0]
+            params[key] = np.ones(shape, ctx.dtype)
+            params[f"{name}/beta"] = ctx.zeros(shape)
+            params[f"{name}/moving_mean"] = ctx.zeros(shape)
+            params[f"{name}/moving_variance"] = np.ones(shape, ctx.dtype)
+    return ResidualBlock(params, spec.strides or 1, name=ctx.name)
+
+
 @dataclass(frozen=True)
 class LayerKind:
     """Everything about one kind of layer (see the module docstring)."""
@@ -193,6 +299,8 @@ class LayerKind:
     regularizable: bool = False
     piecewise_linear: bool = False
     flat_input: bool = False  # needs (N, features) input, as dense does
+    # explicit zero padding the Keras twin puts in front of its layer (a ZeroPadding2D)
+    keras_padding: Callable[[LayerSpec], tuple | None] = lambda spec: None
 
     def describe(self, spec: LayerSpec, shape: tuple) -> tuple[tuple, dict, str]:
         """(output shape, trainable parameter shapes, formula) of `spec` on input `shape`."""
@@ -204,6 +312,9 @@ class LayerKind:
 # keras_3_5_config_keys: what Keras 3.5.0 writes for keras_class, printed by
 # `python -m keras_impl.export --print-config-keys` under it (CI checks them; see
 # CONTRIBUTING.md).
+NORM_KEYS = ("axis", "beta_constraint", "beta_initializer", "beta_regularizer", "center",
+             "dtype", "epsilon", "gamma_constraint", "gamma_initializer", "gamma_regularizer",
+             "name", "scale", "trainable")
 POOLING_KEYS = ("data_format", "dtype", "name", "padding", "pool_size", "strides", "trainable")
 
 KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
@@ -242,10 +353,9 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
         "conv2d", example=LayerSpec("conv2d", filters=4, kernel_size=3, activation="relu"),
         output_shape=conv2d_output, param_shapes=conv2d_params, flops=conv2d_flops,
         make_numpy=lambda spec, p, ctx: Conv2D(ctx.kernel(p["kernel"]), ctx.zeros(p["bias"]),
-                                               spec.padding, spec.activation, name=ctx.name),
-        keras_class="Conv2D",
-        keras_kwargs=lambda spec: {"filters": spec.filters, "kernel_size": spec.kernel_size,
-                                   "padding": spec.padding, "activation": spec.activation},
+                                               spec.padding, spec.activation, name=ctx.name,
+                                               strides=spec.strides or 1),
+        keras_class="Conv2D", keras_kwargs=conv2d_keras_kwargs, keras_padding=explicit_padding,
         regularizable=True,
         keras_3_5_config_keys=(
             "activation", "activity_regularizer", "bias_constraint", "bias_initializer",
@@ -255,17 +365,25 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
     LayerKind(
         "maxpool2d", example=LayerSpec("maxpool2d", pool_size=2),
         output_shape=pool_output,
-        make_numpy=lambda spec, p, ctx: MaxPool2D(spec.pool_size, name=ctx.name),
-        keras_class="MaxPooling2D", keras_kwargs=lambda spec: {"pool_size": spec.pool_size},
+        make_numpy=lambda spec, p, ctx: MaxPool2D(spec.pool_size, name=ctx.name,
+                                                  strides=spec.strides, padding=spec.padding),
+        keras_class="MaxPooling2D", keras_kwargs=pool_keras_kwargs,
         piecewise_linear=True,
         keras_3_5_config_keys=POOLING_KEYS),
     LayerKind(
         "avgpool2d", example=LayerSpec("avgpool2d", pool_size=2),
         output_shape=pool_output,
         make_numpy=lambda spec, p, ctx: PairLayer("avgpool2d", name=ctx.name,
-                                                  pool_size=spec.pool_size),
-        keras_class="AveragePooling2D", keras_kwargs=lambda spec: {"pool_size": spec.pool_size},
+                                                  pool_size=spec.pool_size,
+                                                  strides=spec.strides, padding=spec.padding),
+        keras_class="AveragePooling2D", keras_kwargs=pool_keras_kwargs,
         keras_3_5_config_keys=POOLING_KEYS),
+    LayerKind(
+        "globalavgpool2d", example=LayerSpec("globalavgpool2d"),
+        output_shape=lambda spec, shape: image(shape, "globalavgpool2d")[2:],
+        make_numpy=lambda spec, p, ctx: PairLayer("globalavgpool2d", name=ctx.name),
+        keras_class="GlobalAveragePooling2D",
+        keras_3_5_config_keys=("data_format", "dtype", "keepdims", "name", "trainable")),
     LayerKind(
         "batchnorm", example=LayerSpec("batchnorm"),
         param_shapes=lambda spec, shape: {"gamma": shape[-1:], "beta": shape[-1:]},
@@ -277,6 +395,30 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
             "dtype", "epsilon", "gamma_constraint", "gamma_initializer", "gamma_regularizer",
             "momentum", "moving_mean_initializer", "moving_variance_initializer", "name",
             "scale", "synchronized", "trainable")),
+    LayerKind(
+        "layernorm", example=LayerSpec("layernorm"),
+        param_shapes=norm_params,
+        make_numpy=lambda spec, p, ctx: PairLayer(
+            "layernorm", {"gamma": np.ones(p["gamma"], ctx.dtype), "beta": ctx.zeros(p["beta"])},
+            name=ctx.name),
+        keras_class="LayerNormalization",
+        keras_3_5_config_keys=(*NORM_KEYS, "rms_scaling")),
+    LayerKind(
+        "groupnorm", example=LayerSpec("groupnorm", groups=1),
+        param_shapes=groupnorm_params,
+        make_numpy=lambda spec, p, ctx: PairLayer(
+            "groupnorm", {"gamma": np.ones(p["gamma"], ctx.dtype), "beta": ctx.zeros(p["beta"])},
+            name=ctx.name, groups=spec.groups),
+        keras_class="GroupNormalization", keras_kwargs=lambda spec: {"groups": spec.groups},
+        keras_3_5_config_keys=(*NORM_KEYS, "groups")),
+    LayerKind(
+        "residual", example=LayerSpec("residual", filters=4),
+        output_shape=residual_output, param_shapes=residual_params, formula=residual_formula,
+        flops=residual_flops, make_numpy=make_residual,
+        keras_class="ResidualBlock",
+        keras_kwargs=lambda spec: {"filters": spec.filters, "strides": spec.strides or 1},
+        piecewise_linear=True,
+        keras_3_5_config_keys=("dtype", "filters", "name", "strides", "trainable")),
 ]}
 
 

@@ -59,6 +59,12 @@ def batchnorm():
 
 
 RELU = LayerSpec("relu")
+GLOBAL_AVERAGE = LayerSpec("globalavgpool2d")
+
+
+def residual(filters, strides=1):
+    """A ResNet basic block (scratch.layers.residual_forward); strides 2 halves the image."""
+    return LayerSpec("residual", filters=filters, strides=strides)
 
 
 def conv_bn(filters, kernel_size=3):
@@ -97,6 +103,11 @@ ARCHITECTURES: dict[str, list[LayerSpec]] = {
     # units: 61,706 parameters. (The paper's own net is scratch.famous's "lenet5", 60,840.)
     "lenet": [conv(6, 5, padding="same"), avgpool(2), conv(16, 5), avgpool(2), FLATTEN,
               dense(120), dense(84), logits()],
+    # A small ResNet (He et al. 2016's CIFAR layout, shrunk): a 3x3 'same' conv/BN/ReLU stem, one
+    # basic block at 28x28x16, a strided block down to 14x14x32 (its skip a 1x1 strided
+    # conv), one more at 14x14x32, global average pooling, the logits.
+    "resnet": [conv(16, padding="same", activation=None), batchnorm(), RELU, residual(16), residual(32, strides=2), residual(32),
+               GLOBAL_AVERAGE, logits()],
 }
 
 _FC_NAME = re.compile(r"fc(\d+)$")

@@ -28,7 +28,15 @@ BATCH = 2
 MIN_CHECKED_SHARE = 0.5
 
 
-@pytest.mark.parametrize("name", zoo.model_names())
+# resnet: its stem kernel's every step crosses a ReLU kink (0 of 12 entries checked) and its
+# BatchNorm betas deep in the blocks reach 2e-7 (five BatchNorms in training mode between
+# them and the loss); its gradients are held to Keras's in float64 instead
+# (tests/test_compare.py) and its blocks to central differences in
+# tests/test_curriculum_layers.py.
+CENTRAL_DIFFERENCE_MODELS = [name for name in zoo.model_names() if name != "resnet"]
+
+
+@pytest.mark.parametrize("name", CENTRAL_DIFFERENCE_MODELS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_backward_matches_central_differences(name, seed):
     """loss_and_grads (cross-entropy + L2, dropout on with a fixed mask, BatchNorm in

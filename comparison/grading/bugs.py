@@ -116,18 +116,17 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in [
     Bug("same_pad_wrong_side", "lenet",
         "'same' padding's gradient cut to size from the top-left corner: the top and left "
         "padding rows stay in, real rows at the bottom and right are dropped",
-        (edit(layers, "conv2d_backward", ("unpad(dxp, x_shape, kh, kw, padding)",
+        (edit(layers, "conv2d_backward", ("unpad(dxp, pads)",
                                           "dxp[:, :x_shape[1], :x_shape[2]]")),)),
     Bug("maxpool_all_tied_max", "tiny",
         "max pooling's gradient goes to every entry equal to the window's maximum instead of "
         "the first one only (TensorFlow's rule)",
         (edit(layers, "maxpool2d_backward",
-              ("first_max[..., None] == np.arange(p * p)",
-               "windows_last(x, p) == windows_last(x, p).max(axis=-1, keepdims=True)")),)),
+              ("first_max[..., None] == np.arange(windows.shape[-1])",
+               "windows == windows.max(axis=-1, keepdims=True)")),)),
     Bug("avgpool_not_divided", "lenet",
         "average pooling's gradient copies dout to the window without the 1/p^2 of the mean",
-        (edit(layers, "avgpool2d_backward", ("dout[:, :, None, :, None, :] / (p * p)",
-                                             "dout[:, :, None, :, None, :]")),)),
+        (edit(layers, "avgpool2d_backward", ("(dout / count)", "dout")),)),
     Bug("dropout_unscaled", "convnet",
         "dropout's backward pass multiplies by the 0/1 mask, without the forward pass's "
         "1/(1 - rate) scale",

@@ -2,8 +2,10 @@
 
 `cases(layer)` gives one `Case` per setting worth checking apart: conv2d with 'valid'
 padding and with 'same' (an even kernel, so TensorFlow pads one more row at the bottom
-than on top), batchnorm and dropout in training and at inference, the loss with and
-without label smoothing; one case for every other kind. Every kind of the registry
+than on top), with stride 2 and with explicit padding and strides (2, 1); pooling that
+tiles, overlaps, pads ('same') and slides by 1; batchnorm, dropout and the residual block
+in training and at inference (the block with both kinds of skip); groupnorm with 1 and 3
+groups; the loss with and without label smoothing; one case for every other kind. Every kind of the registry
 gets a case from its `example` spec, so a new kind is checked without an edit here
 (when its forward pass takes nothing but x and its params).
 
@@ -20,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from comparison.grading.exercise import LOSS, reference_functions
-from scratch.registry import KINDS
+from scratch.registry import KINDS, LayerSpec
 
 SEED = 0
 IMAGE = (2, 7, 9, 3)  # N, H, W, C
@@ -60,15 +62,16 @@ def keras_twin(spec, inputs: dict, **call_kwargs):
     """(keras(x, student_out), variables, class name) of the registry's Keras layer for
     `spec`, built in float64 with the params of `inputs` assigned to its variables."""
     from comparison.twin import keras_floatx
-    from keras_impl.zoo_model import keras_layer
+    from keras_impl.zoo_model import keras_layer, weight_key
 
     with keras_floatx("float64"):
         layer = keras_layer(spec)
         layer.build(inputs["x"].shape)
     variables = {}
     for variable in layer.weights:
-        variable.assign(inputs[variable.name])
-        variables[variable.name] = variable
+        key = weight_key(layer, variable)
+        variable.assign(inputs[key])
+        variables[key] = variable
     return (lambda x, student_out: layer(x, **call_kwargs)), variables, type(layer).__name__
 
 
@@ -84,10 +87,12 @@ def layer_case(kind: str, x, spec=None, label: str = "", keras_call=None, rng_se
         spec = dataclasses.replace(spec, activation=None)
     params = {name: rng.standard_normal(shape)
               for name, shape in KINDS[kind].param_shapes(spec, x.shape[1:]).items()}
-    if kind == "batchnorm":
-        params["moving_mean"] = rng.standard_normal(x.shape[-1])
-        params["moving_variance"] = rng.uniform(0.5, 2.0, x.shape[-1])
-    trainable = tuple(name for name in params if not name.startswith("moving_"))
+    for gamma in [name for name in params if name.endswith("gamma")]:
+        if kind in ("batchnorm", "residual"):  # BatchNorms: moving statistics too
+            prefix, size = gamma[:-len("gamma")], params[gamma].shape
+            params[prefix + "moving_mean"] = rng.standard_normal(size)
+            params[prefix + "moving_variance"] = rng.uniform(0.5, 2.0, size)
+    trainable = tuple(name for name in params if "moving_" not in name)
     forward_name, backward_name = reference_functions(kind)
 
     def forward(functions, inputs):
@@ -162,8 +167,29 @@ def cases(layer: str) -> list[Case]:
     if layer == "conv2d":
         example = KINDS["conv2d"].example
         same = dataclasses.replace(example, padding="same", kernel_size=4)
+        strided = dataclasses.replace(example, padding="same", strides=2)
+        padded = dataclasses.replace(example, padding=1, strides=(2, 1))
         return [layer_case("conv2d", x, example, "valid", padding="valid"),
-                layer_case("conv2d", x, same, "same", padding="same")]
+                layer_case("conv2d", x, same, "same", padding="same"),
+                layer_case("conv2d", x, strided, "same, stride 2", padding="same", strides=2),
+                layer_case("conv2d", x, padded, "pad 1, strides (2, 1)", padding=1,
+                           strides=(2, 1))]
+    if layer in ("maxpool2d", "avgpool2d"):
+        settings = [("", 2, None, "valid"), ("3x3 stride 2, overlapping", 3, 2, "valid"),
+                    ("3x3 stride 2, same", 3, 2, "same"), ("2x2 stride 1", 2, 1, "valid")]
+        return [layer_case(layer, x, dataclasses.replace(KINDS[layer].example, pool_size=p,
+                                                          strides=s, padding=pad),
+                           label, pool_size=p, strides=s, padding=pad)
+                for label, p, s, pad in settings]
+    if layer == "groupnorm":
+        return [layer_case("groupnorm", x, LayerSpec("groupnorm", groups=groups),
+                           f"{groups} groups", groups=groups) for groups in (1, 3)]
+    if layer == "residual":
+        return [layer_case("residual", x, LayerSpec("residual", filters=f, strides=s),
+                           f"{label}, {mode}", keras_call={"training": training}, strides=s,
+                           training=training)
+                for label, f, s in (("identity skip", 3, 1), ("projection skip", 4, 2))
+                for mode, training in (("training", True), ("inference", False))]
     if layer == "batchnorm":
         return [layer_case("batchnorm", x, label=label, keras_call={"training": training},
                            training=training)

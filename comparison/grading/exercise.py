@@ -36,18 +36,35 @@ HINTS = {
     "dropout_forward": "draw the mask in one call, mask = rng.random(x.shape, dtype=x.dtype) "
                        ">= rate, so that the same rng gives you the reference's mask.",
     "dropout_backward": "out = x * scaled mask is linear in x.",
-    "conv2d_forward": "'same' pads KH - 1 rows in total, (KH - 1) // 2 on top and the rest "
-                      "at the bottom (columns alike): np.pad. Cross-correlation: the kernel "
-                      "is not flipped.",
-    "conv2d_backward": "differentiate with respect to the padded input first, then cut off "
-                       "the rows and columns that the forward pass added, on the same sides.",
-    "maxpool2d_forward": "x[:, :Ho*p, :Wo*p].reshape(N, Ho, p, Wo, p, C) puts each window on "
-                         "axes 2 and 4.",
+    "conv2d_forward": "'same' pads max((Ho - 1) * stride + KH - H, 0) rows in total, Ho = "
+                      "ceil(H / stride), half (rounded down) on top and the rest at the "
+                      "bottom (columns alike): np.pad. Tap (i, j) sees xp[:, i::sh, j::sw] "
+                      "cut to Ho x Wo. Cross-correlation: the kernel is not flipped.",
+    "conv2d_backward": "differentiate with respect to the padded input first (with a "
+                       "stride, each tap adds only into the pixels it saw), then cut off the "
+                       "rows and columns that the forward pass added, on the same sides.",
+    "maxpool2d_forward": "stack each window position's strided view on a new last axis; "
+                         "'same' pads with -inf, so padding is never a maximum.",
     "maxpool2d_backward": "exactly one entry per window receives dout: the first maximum in "
-                          "row-major order, which np.argmax finds.",
-    "avgpool2d_forward": "the window reshape of maxpool2d, then a mean over axes 2 and 4.",
-    "avgpool2d_backward": "each of a window's p*p entries receives dout / p^2; the rows and "
-                          "columns left over get 0.",
+                          "row-major order, which np.argmax finds; overlapping windows add.",
+    "avgpool2d_forward": "maxpool2d's windows, summed, divided by how many REAL values each "
+                         "window holds (Keras leaves 'same' padding out of the mean).",
+    "avgpool2d_backward": "each real entry of a window receives dout / count, added up over "
+                          "the windows it is in; rows and columns no window covers get 0.",
+    "globalavgpool2d_forward": "one mean over the two image axes, (1, 2).",
+    "globalavgpool2d_backward": "every one of a channel's H*W values gets dout / (H*W).",
+    "layernorm_forward": "the statistics of each position over its C channels: "
+                         "axis=-1, keepdims=True; the variance divides by C.",
+    "layernorm_backward": "batchnorm_backward's formula with the means taken over the "
+                          "channels of one position instead of over the batch.",
+    "groupnorm_forward": "reshape to (N, H, W, G, C // G) and take the statistics over "
+                         "axes (1, 2, 4); gamma and beta stay per channel.",
+    "groupnorm_backward": "layernorm_backward's formula on the (N, H, W, G, C // G) view, "
+                          "the means over axes (1, 2, 4); reshape back at the end.",
+    "residual_forward": "call conv2d_forward (with a zero bias), batchnorm_forward and "
+                        "relu_forward in the order of the formula; keep every cache.",
+    "residual_backward": "the addition sends d_sum to both paths unchanged; x fed both, so "
+                         "its gradient is the sum of what comes back along each.",
     "batchnorm_forward": "reduce over every axis but the last, axis=tuple(range(x.ndim - 1)); "
                          "the variance divides by M (np.var's default), eps is BN_EPSILON.",
     "batchnorm_backward": "in training the mean and the variance depend on x too: x reaches "
