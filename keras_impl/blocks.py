@@ -3,7 +3,7 @@ registry kinds that Keras has no single layer for.
 
 `ResidualBlock` is the twin of `scratch.layers.residual_forward`: its sublayers are named
 so that their variables' paths, "conv_a/kernel", "bn_a/gamma", ..., are the keys of the
-NumPy block's params (`keras_impl.model.weight_key`).
+NumPy block's params (`keras_impl.zoo_model.weight_key`).
 """
 from __future__ import annotations
 
