@@ -265,7 +265,8 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", nargs="+", type=model_name, default=None,
                         help=f"zoo models (default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--json", type=output_file, help="write every number to this JSON file")
+    if command != "check":  # check's options are all in comparison/grading/student.py
+        parser.add_argument("--json", type=output_file, help="write every number to this JSON file")
     if command not in ("params", "gradcheck"):  # those two read no MNIST
         add_data_dir_arg(parser)
     if command in ("exercise", "check", "bugs"):  # comparison/grading: exercises, grading

@@ -65,15 +65,26 @@ def run_forward(case: Case, functions, inputs):
     result = case.forward(functions, copies(inputs))  # a fresh copy: x may be changed in place
     if not (isinstance(result, tuple) and len(result) == 2):
         returns = "(loss, dlogits)" if "logits" in case.inputs else "(out, cache)"
-        raise WrongReturnValue(f"forward returned {type(result).__name__}, expected {returns}")
-    return np.asarray(result[0]), result[1]
+        kind = (f"a tuple of {len(result)} items" if isinstance(result, tuple)
+                else type(result).__name__)
+        raise WrongReturnValue(f"forward returned {kind}, expected {returns}")
+    out = np.asarray(result[0])
+    if out.dtype.kind not in "fiub":
+        raise WrongReturnValue(f"forward's first result is {type(result[0]).__name__} "
+                               f"{out.dtype}, expected an array of numbers")
+    return out, result[1]
 
 
 def run_backward(case: Case, functions, dout, cache):
     grads = case.backward(functions, dout.copy(), cache)
     if not isinstance(grads, dict):
         raise WrongReturnValue(f"backward returned {type(grads).__name__}, expected a dict of gradients")
-    return {name: np.asarray(value) for name, value in grads.items()}
+    arrays = {name: np.asarray(value) for name, value in grads.items()}
+    for name, value in arrays.items():
+        if value.dtype.kind not in "fiub":
+            raise WrongReturnValue(f"backward's {name!r} is {type(grads[name]).__name__} "
+                                   f"{value.dtype}, expected an array of numbers")
+    return arrays
 
 
 @dataclass
@@ -274,16 +285,18 @@ def failed_gradient(name, run: Run, key, threshold) -> CheckResult:
 # --- all of it ---------------------------------------------------------------------------
 
 
-def layer_checks(layer: str, impl: dict[str, Callable], *, plots=None) -> list[CheckResult]:
+def layer_checks(layer: str, impl: dict[str, Callable], *, plots=None,
+                 network: bool = True) -> list[CheckResult]:
     """Every check of `layer` on the functions of `impl`, in order, never stopping early.
 
     impl maps the function names ("conv2d_forward", "conv2d_backward"; the loss:
     "softmax_cross_entropy") to the functions to grade; plots: a folder for heatmaps
-    of failing arrays (None: none)."""
+    of failing arrays (None: none); network: False skips step 4."""
     missing = sorted(set(reference_functions(layer)) - set(impl))
     if missing:
         raise ValueError(f"{layer}: no {', '.join(missing)} given")
     files = source_files(impl)
     with threadpool_limits(limits=1, user_api="blas"):  # small arrays: a 2nd thread only waits
         runs = [run_case(layer, case, impl, files) for case in cases(layer)]
-        return case_checks(layer, runs, impl, plots) + network_checks(layer, impl, files)
+        rows = case_checks(layer, runs, impl, plots)
+        return rows + (network_checks(layer, impl, files) if network else [])
