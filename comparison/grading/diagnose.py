@@ -36,9 +36,12 @@ def index_text(index) -> str:
 
 def worst_entry(actual, expected, mask=None) -> str:
     """Where the largest relative error is, with both values (mask: the entries judged)."""
+    if np.ndim(actual) == 0:  # a scalar (the loss): its value, no index
+        return f"{float(actual):.6g}, expected {float(expected):.6g}"
     errors = relative_errors(actual, expected)
     if mask is not None:
         errors = np.where(mask, errors, 0)
+    errors = np.where(np.isnan(errors), np.inf, errors)  # a NaN is the worst entry
     index = np.unravel_index(np.argmax(errors), errors.shape)
     return (f"worst at {index_text(index)}: {float(np.asarray(actual)[index]):.6g}, "
             f"expected {float(np.asarray(expected)[index]):.6g}")
@@ -110,6 +113,13 @@ def diagnose(actual, expected, *, threshold: float, batch: int | None = None,
     a, b = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     if a.shape != b.shape:
         return rearranged(a, b)
+    broken = ~np.isfinite(a) & np.isfinite(b)
+    if broken.any():
+        first = index_text(np.argwhere(broken)[0]) if a.ndim else ""
+        kinds = " and ".join(k for k, f in (("NaN", np.isnan), ("inf", np.isinf)) if f(a).any())
+        return (f"{kinds} produced in {int(broken.sum())} of {a.size} entries"
+                + (f", first at {first}" if first else "")
+                + ": an overflow (np.exp of a large number?) or a log of 0")
     judged = (a, b) if mask is None else (a[mask], b[mask])
     if mask is not None:
         a = np.where(mask, a, b)  # entries not judged agree by construction
@@ -117,7 +127,8 @@ def diagnose(actual, expected, *, threshold: float, batch: int | None = None,
         return "all zeros"
     r = common_factor(*judged)
     if r is not None:
-        return factor_text(r, batch)
+        text = factor_text(r, batch)
+        return text.replace("all entries off", "off") if text and a.ndim == 0 else text
     found = rearranged(a, b)
     if found is None and image:
         found = border_only(relative_errors(a, b) > threshold)
