@@ -122,7 +122,8 @@ def run_case(layer: str, case: Case, impl, files: set[str]) -> Run:
     dout. An exception of the student's is kept for the rows that needed the result."""
     reference = reference_functions(layer)
     expected_out, cache = run_forward(case, reference, case.inputs)
-    dout = np.random.default_rng(7).standard_normal(expected_out.shape)
+    dout = np.random.default_rng(7).standard_normal(expected_out.shape).astype(
+        expected_out.dtype)  # float32 in a float32 case
     run = Run(case, dout, expected_out, run_backward(case, reference, dout, cache), layer=layer,
               files=files)
     try:

@@ -67,13 +67,13 @@ def submissions(folder: Path) -> list[Submission]:
 
 def grade_class(entries: list[Submission], limits, layer=None, jobs: int = 1,
                 progress=None) -> list[Graded]:
-    """Graded per submission, in their order, `jobs` children at a time; progress(graded)
-    after each."""
+    """Graded per submission, in their order, `jobs` children at a time;
+    progress(submission, graded) after each."""
     def one(entry: Submission) -> Graded:
         graded = (grade_file(entry.path, limits, layer) if entry.path is not None
                   else Graded(str(entry.student), verdict=entry.problem))
         if progress is not None:
-            progress(graded)
+            progress(entry, graded)
         return graded
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on one child
@@ -83,24 +83,31 @@ def grade_class(entries: list[Submission], limits, layer=None, jobs: int = 1,
 # --- verdicts and mistakes in words ------------------------------------------------------
 
 
-def mistakes(graded: Graded) -> list[str]:
-    """The distinct mistakes of one submission, in words, without file names and lines (so
-    that the same mistake in two files reads the same)."""
+GENERIC = "wrong values, no simple pattern"
+
+
+def row_mistakes(graded: Graded) -> list[tuple[str | None, str]]:
+    """(check or None, the mistake in words) per distinct mistake of one submission,
+    without file names and line numbers (the same mistake in two files reads the same)."""
     if graded.verdict:
         text = graded.verdict.replace(graded.file, "your file")
         text = re.sub(r"your file line \d+", "your file", text)
-        return [re.sub(r" at your line \d+( \(in \S+\))?", "", text)]
+        return [(None, re.sub(r" at your line \d+( \(in \S+\))?", "", text))]
     found = []
     for r in graded.results:
         if r.passed:
             continue
         if r.not_run:
-            text = re.sub(r" at your line \d+", "", r.not_run)
-        else:
-            text = f"{r.check}: {r.diagnosis or 'wrong values, no simple pattern'}"
-        if text not in found:
-            found.append(text)
-    return found
+            found.append((None, re.sub(r" at your line \d+", "", r.not_run)))
+            continue
+        said = r.where if r.where and not r.where.startswith("worst at") else None
+        found.append((r.check, r.diagnosis or said or GENERIC))
+    return list(dict.fromkeys(found))
+
+
+def mistakes(graded: Graded) -> list[str]:
+    """The distinct mistakes of one submission: "check: words", or the words alone."""
+    return [f"{check}: {words}" if check else words for check, words in row_mistakes(graded)]
 
 
 def verdict_text(graded: Graded) -> str:
@@ -149,9 +156,18 @@ def gradebook_csv(entries, graded_list) -> str:
     return out.getvalue()
 
 
+def summary_mistakes(graded: Graded) -> list[str]:
+    """A student's mistakes as the class summary counts them: the words without the check
+    and array sizes; GENERIC only when nothing is named."""
+    words = [re.sub(r" \(\d+(, \d+)*,?\)", "", text) for _, text in row_mistakes(graded)]
+    found = list(dict.fromkeys(words))
+    return [m for m in found if m != GENERIC] or found
+
+
 def common_mistakes(graded_list, top: int = 10) -> list[tuple[str, int]]:
     """The mistakes the most students made: (mistake in words, number of students)."""
-    counts = Counter(m for graded in graded_list if not graded.passed for m in mistakes(graded))
+    counts = Counter(m for graded in graded_list if not graded.passed
+                     for m in summary_mistakes(graded))
     return counts.most_common(top)
 
 

@@ -64,6 +64,8 @@ def raised(check: str, err: BaseException, files: set[str], threshold=None) -> C
     if type(err).__name__ == "StudentStopped":  # the child's exit() and KeyboardInterrupt
         short = str(err)
         message = f"your code {short}"
+    if type(err).__name__ == "WrongReturnValue":  # checked by the grader: the message says it
+        short = message = f"your {err}"
     if isinstance(err, MemoryError):
         message += " (more memory than the grader allows)"
     where = f"{Path(frames[-1].filename).name} line {frames[-1].lineno}" if frames else None

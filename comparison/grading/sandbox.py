@@ -36,7 +36,7 @@ from comparison.grading.result import CheckResult
 
 PROJECT = Path(__file__).resolve().parents[2]
 OUTPUT_SHOWN = 2000  # characters of the student's printed output kept for the report
-DUMP_WAIT = 2.0  # seconds faulthandler gets to write where the code hung
+DUMP_WAIT = 5.0  # seconds faulthandler gets to write where the code hung
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ def grade_file(path: Path, limits: Limits = Limits(), layer: str | None = None,
             except subprocess.TimeoutExpired:
                 status = None
                 os.killpg(child.pid, signal.SIGUSR1)  # faulthandler: where is it?
-                time.sleep(DUMP_WAIT)
+                wait_for_dump(work / HANG_DUMP)
             finally:
                 stop_group(child)
         graded.seconds = time.monotonic() - start
@@ -157,6 +157,16 @@ def grade_file(path: Path, limits: Limits = Limits(), layer: str | None = None,
                      "cut there")
             graded.verdict = flood if graded.verdict is None else f"{graded.verdict}; {flood}"
     return graded
+
+
+def wait_for_dump(path: Path) -> None:
+    """Until faulthandler's stack dump is in `path`, at most DUMP_WAIT seconds."""
+    end = time.monotonic() + DUMP_WAIT
+    while time.monotonic() < end:
+        if path.exists() and "line" in path.read_text(errors="replace"):
+            time.sleep(0.2)  # the rest of the dump
+            return
+        time.sleep(0.1)
 
 
 def stop_group(child: subprocess.Popen) -> None:

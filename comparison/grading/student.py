@@ -206,10 +206,10 @@ def class_command(args, console, limits) -> dict:
         print(f"error: {args.path}: no submissions in it (.py files or folders)", file=sys.stderr)
         return {"passed": False, "error": f"{args.path}: no submissions"}
 
-    def progress(graded):
+    def progress(entry, graded):
         passed, total = classroom.score(graded)
         mark = "[green]pass[/]" if graded.passed else "[red]FAIL[/]"
-        console.print(f"{mark} {escape(Path(graded.file).name)}: {passed}/{total}, "
+        console.print(f"{mark} {escape(entry.student)} ({graded.seconds:.0f} s): {passed}/{total}, "
                       f"{escape(classroom.verdict_text(graded))}", highlight=False,
                       soft_wrap=True)
 
