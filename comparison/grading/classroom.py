@@ -114,9 +114,9 @@ def verdict_text(graded: Graded) -> str:
     """The gradebook's verdict: one line in words."""
     if graded.passed:
         return f"all {len(graded.results)} checks pass"
-    found = mistakes(graded)
     if graded.verdict:
-        return found[0]
+        return graded.verdict.replace(graded.file, Path(graded.file).name)
+    found = mistakes(graded)
     failed = sum(not r.passed for r in graded.results)
     more = f" (and {len(found) - 2} more)" if len(found) > 2 else ""
     return f"{failed} of {len(graded.results)} checks fail: " + "; ".join(found[:2]) + more

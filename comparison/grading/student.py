@@ -38,14 +38,17 @@ def source_problem(path: Path) -> str | None:
     data = path.read_bytes()
     try:
         encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as err:  # a bad first two lines: their bytes say more, if not UTF-8
+        encoding, declared = "utf-8", f"{path}: {err}"
+    else:
+        declared = None
+    try:
         data.decode(encoding)
-    except (SyntaxError, LookupError) as err:
-        return f"{path}: {err}"
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         return (f"{path} line {line}: byte {data[err.start]:#04x} is not {encoding}: "
                 "save the file as UTF-8")
-    return None
+    return declared
 
 
 def import_file(path: Path):
