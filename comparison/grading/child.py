@@ -1,7 +1,7 @@
 """The process a student's file is graded in: `python -m comparison.grading.child`.
 
-    python -m comparison.grading.child FILE RESULT.json --memory-mb 4096 [--layer L]
-        [--plots DIR] [--no-network] [--output-mb 5]
+    python -m comparison.grading.child FILE RESULT.json --memory-mb 6144 --output-mb 5
+        --hang-dump STACK.txt [--layer L] [--plots DIR] [--no-network]
 
 Started by `comparison.grading.sandbox`, one per file, in a temporary working folder with
 its output going to a file. It limits itself first (address space, the size of any file
@@ -22,15 +22,23 @@ import signal
 import sys
 from pathlib import Path
 
-HANG_DUMP = "where_it_hung.txt"  # faulthandler's stack dump when the parent says time is up
-
 
 def limit_self(memory_mb: int, output_mb: int) -> None:
     """Address space, the size of every file written (its printed output among them: a
-    flood ends in OSError "File too large" in the student's print) and no core file."""
+    flood ends in OSError "File too large" in the student's print), no core file, and an
+    end when the grader ends (Linux's parent-death signal: a killed grader leaves no
+    endless loop running)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "prctl"):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_mb << 20, output_mb << 20))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class StudentStopped(Exception):
@@ -76,10 +84,12 @@ def main(argv=None) -> int:
     parser.add_argument("--plots", type=Path)
     parser.add_argument("--memory-mb", type=int, required=True)
     parser.add_argument("--output-mb", type=int, required=True)
+    parser.add_argument("--hang-dump", type=Path, required=True,
+                        help="where faulthandler writes the stack on SIGUSR1")
     parser.add_argument("--no-network", dest="network", action="store_false")
     args = parser.parse_args(argv)
     limit_self(args.memory_mb, args.output_mb)
-    faulthandler.register(signal.SIGUSR1, file=open(HANG_DUMP, "w"), all_threads=False)
+    faulthandler.register(signal.SIGUSR1, file=open(args.hang_dump, "w"), all_threads=False)
     import plumbing.quiet  # noqa: F401 - before TensorFlow loads
     sys.path.insert(0, str(args.file.resolve().parent))  # the student's own helper modules
     try:

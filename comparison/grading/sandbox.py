@@ -31,11 +31,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comparison.grading.child import HANG_DUMP
 from comparison.grading.result import CheckResult
 
 PROJECT = Path(__file__).resolve().parents[2]
 OUTPUT_SHOWN = 2000  # characters of the student's printed output kept for the report
+HANG_DUMP = "where_it_hung.txt"  # faulthandler's stack dump when the time is up
 DUMP_WAIT = 5.0  # seconds faulthandler gets to write where the code hung
 
 
@@ -97,8 +97,9 @@ def where_in(dump: str, path: Path) -> str:
     return f" at your line {mine[0][0]} (in {mine[0][1]})" if mine else ""
 
 
-def child_command(path: Path, result: Path, layer, plots, limits: Limits) -> list[str]:
-    command = [sys.executable, "-m", "comparison.grading.child", str(path), str(result),
+def child_command(path: Path, work: Path, layer, plots, limits: Limits) -> list[str]:
+    command = [sys.executable, "-m", "comparison.grading.child", str(path),
+               str(work / "result.json"), "--hang-dump", str(work / HANG_DUMP),
                "--memory-mb", str(limits.memory_mb), "--output-mb", str(limits.output_mb)]
     if layer:
         command += ["--layer", layer]
@@ -127,7 +128,7 @@ def grade_file(path: Path, limits: Limits = Limits(), layer: str | None = None,
         work = Path(folder)
         result, printed = work / "result.json", work / "printed.txt"
         with open(printed, "wb") as out:
-            child = subprocess.Popen(child_command(path, result, layer, plots, limits),
+            child = subprocess.Popen(child_command(path, work, layer, plots, limits),
                                      cwd=work, stdin=subprocess.DEVNULL, stdout=out,
                                      stderr=subprocess.STDOUT, env=child_environment(),
                                      start_new_session=True)

@@ -1,14 +1,15 @@
-"""`python compare.py check FILE.py`: grade a student's file, one table row per check.
+"""`python compare.py check FILE.py|FOLDER`: grade a student's file, or a whole class.
 
     python compare.py check my_conv.py [--layer conv2d] [--json OUT] [--plots DIR]
+    python compare.py check SUBMISSIONS/ --gradebook grades.csv [--gradescope results.json]
 
-The file is imported as it is (a file written from `python compare.py exercise`, or any
-file defining the layer's functions). What can go wrong before any check runs is one line
-naming the file: no such file, a syntax error, an exception while importing it, no
-function of any layer, functions of several layers without --layer, a missing function,
-a signature other than the reference's. Then `checks.layer_checks` runs every check; an
-exception inside the student's code fails the rows that needed it and shows the student's
-own traceback lines below the table (never ours). Exit 0 only if every check passes.
+`load` imports the student's file as it is (in the child process of
+`comparison.grading.sandbox`, never in the grader's own). What can go wrong before any
+check runs is one line naming the file: no such file, not a .py file, not UTF-8, a syntax
+error, an exception or exit() while importing it, no function of any layer, functions of
+several layers without --layer, a missing function, a signature other than the
+reference's. `check_command` grades one file (the report of `comparison.grading.report`)
+or a folder (`comparison.grading.classroom`). Exit 0 only if every check passes.
 """
 from __future__ import annotations
 
