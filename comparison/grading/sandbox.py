@@ -146,11 +146,12 @@ def grade_file(path: Path, limits: Limits = Limits(), layer: str | None = None,
         graded.output_lines = text.count(b"\n")
         flooded = len(text) >= limits.output_mb << 20
         if status is None:
-            dump = (work / HANG_DUMP).read_text(errors="replace") if (work / HANG_DUMP).exists() else ""
+            dump_file = work / HANG_DUMP
+            dump = dump_file.read_text(errors="replace") if dump_file.exists() else ""
             graded.verdict = (f"timed out after {limits.timeout:g} s{where_in(dump, path)}: "
                               "an endless loop, or far too slow")
         elif result.exists():
-            read_result(graded, json.loads(result.read_text()))
+            read_result(graded, result.read_text(errors="replace"))
         else:
             graded.verdict = ended_early(status)
         if flooded:
@@ -179,9 +180,15 @@ def stop_group(child: subprocess.Popen) -> None:
     child.wait()
 
 
-def read_result(graded: Graded, result: dict) -> None:
-    if "error" in result:
-        graded.verdict = result["error"]
-        return
-    graded.layer = result["layer"]
-    graded.results = [CheckResult(**row) for row in result["checks"]]
+def read_result(graded: Graded, text: str) -> None:
+    """The child's result into `graded`; one that is not what the child writes (the
+    student's code wrote over it) is a verdict."""
+    try:
+        result = json.loads(text)
+        if "error" in result:
+            graded.verdict = str(result["error"])
+            return
+        graded.layer = str(result["layer"])
+        graded.results = [CheckResult(**row) for row in result["checks"]]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        graded.verdict = "the grading process left an unreadable result: your code wrote over it?"

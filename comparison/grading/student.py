@@ -17,6 +17,7 @@ import importlib.util
 import inspect
 import io
 import sys
+import textwrap
 import tokenize
 import traceback
 from pathlib import Path
@@ -156,11 +157,11 @@ def add_arguments(parser) -> None:
                                            f"{defaults.memory_mb}; TensorFlow needs about 2000)")
     parser.add_argument("--no-network", dest="network", action="store_false",
                         help="skip the checks in a small network (quicker, a first try)")
-    parser.epilog = ("The file's code runs with your rights, as it would under pytest: each "
+    parser.epilog = textwrap.fill("The file's code runs with your rights, as it would under pytest: each "
                      "file runs in a child process with a time and memory limit, which "
                      "protects the grading from mistakes, not your account from a hostile "
                      "file. Grade untrusted files inside the project's Docker image or as a "
-                     "throwaway user (docs/grading.md).")
+                     "throwaway user (docs/grading.md).", 79)
 
 
 def check_command(args, console) -> dict:
