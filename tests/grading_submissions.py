@@ -259,7 +259,7 @@ MISTAKES = {
                     dx[b, i * p + r, j * p + s, k] += dout[b, i, j, k]""",
         """                    hit = window == window.max()
                     dx[b, i * p:(i + 1) * p, j * p:(j + 1) * p, k] += hit * dout[b, i, j, k]"""),
-        "every tied maximum"),
+        "every one of tied maxima"),
     "spread": ("maxpool2d", changed(
         MAXPOOL, """                    r, s = divmod(int(np.argmax(window)), p)
                     dx[b, i * p + r, j * p + s, k] += dout[b, i, j, k]""",
