@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-network", dest="network", action="store_false")
     args = parser.parse_args(argv)
     limit_self(args.memory_mb, args.output_mb)
-    faulthandler.register(signal.SIGUSR1, file=open(args.hang_dump, "w"), all_threads=False)
+    # every thread: the signal may land on one of TensorFlow's, which runs no Python
+    faulthandler.register(signal.SIGUSR1, file=open(args.hang_dump, "w"), all_threads=True)
     import plumbing.quiet  # noqa: F401 - before TensorFlow loads
     sys.path.insert(0, str(args.file.resolve().parent))  # the student's own helper modules
     try:

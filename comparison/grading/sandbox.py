@@ -93,7 +93,7 @@ def ended_early(status: int) -> str:
 def where_in(dump: str, path: Path) -> str:
     """"at your line N (in f)" from faulthandler's stack dump, innermost student frame."""
     found = re.findall(r'File "([^"]+)", line (\d+) in (\S+)', dump)
-    mine = [(line, name) for file, line, name in found if Path(file).name == path.name]
+    mine = [(line, name) for file, line, name in found if file == str(path)]
     return f" at your line {mine[0][0]} (in {mine[0][1]})" if mine else ""
 
 
