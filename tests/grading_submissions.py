@@ -247,7 +247,7 @@ MISTAKES = {
                                       'np.einsum("nm->m", dout) / len(dout)'),
                      "a mean where a sum belongs"),
     "float32_out": ("dense", changed(DENSE, "    return out, {", "    return out.astype(np.float32), {"),
-                    "shapes, dtypes: float32"),
+                    "out: float32 (4, 8), expected float64 (4, 8)"),
     "in_place": ("relu", changed(RELU_SECOND, "    out = x.copy()\n", "    out = x\n"),
                  "changed its input in place"),
     "no_max_shift": ("softmax_cross_entropy", changed(LOSS, "logits - np.max(logits, axis=1)[:, None]",
@@ -267,7 +267,7 @@ MISTAKES = {
         "spread over the window"),
     "variance_n_minus_1": ("batchnorm", changed(
         BATCHNORM, "((flat - mu) * (flat - mu)).sum(axis=0) / len(flat)",
-        "((flat - mu) * (flat - mu)).sum(axis=0) / (len(flat) - 1)"), "a scale per channel"),
+        "((flat - mu) * (flat - mu)).sum(axis=0) / (len(flat) - 1)"), "per channel"),
     "no_mean_term": ("batchnorm", changed(BATCHNORM, "dx = dxhat * inv + dvar * 2 * xc / m + dmu / m",
                                          "dx = dxhat * inv + dvar * 2 * xc / m"),
                      "a constant offset per channel"),
