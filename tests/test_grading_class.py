@@ -155,3 +155,15 @@ def test_a_generated_class_of_30_gets_the_right_gradebook_row_each(tmp_path, cap
     for student_name, (passes, words) in expected.items():
         row = rows[student_name]
         assert (row["score"] == "1.000") == passes and words in row["verdict"], row
+
+
+def test_a_scalar_is_shown_as_a_scalar():
+    import numpy as np
+
+    from comparison.grading import diagnose
+
+    assert diagnose.worst_entry(np.float64(4.6), np.float64(2.3)) == "4.6, expected 2.3"
+    assert diagnose.diagnose(np.float64(4.6), np.float64(2.3), threshold=1e-10) == \
+        "off by a factor 2.0"
+    assert diagnose.diagnose(np.float64(np.nan), np.float64(2.3), threshold=1e-10).startswith(
+        "NaN in your result; ")

@@ -112,9 +112,10 @@ def non_finite(a, b) -> str:
         if bad.any():
             kinds = " and ".join(k for k, f in (("NaN", np.isnan), ("inf", np.isinf))
                                  if f(array).any())
-            first = f", first at {index_text(np.argwhere(bad)[0])}" if array.ndim else ""
-            return (f"{kinds} in {whose}: {int(bad.sum())} of {array.size} entries{first}; "
-                    "an overflow (np.exp of a large number?) or a log of 0")
+            count = (f": {int(bad.sum())} of {array.size} entries, first at "
+                     f"{index_text(np.argwhere(bad)[0])}" if array.ndim else "")
+            return (f"{kinds} in {whose}{count}; an overflow (np.exp of a large number?) or "
+                    "a log of 0")
     return "NaN or inf"
 
 
