@@ -197,7 +197,8 @@ def diagnose(actual, expected, *, threshold: float, batch: int | None = None,
     r = common_factor(*judged)
     if r is not None:
         text = factor_text(r, batch)
-        return text.replace("all entries off", "off") if text and a.ndim == 0 else text
+        return (text.replace("all entries off by the same", "off by a") if text and a.ndim == 0
+                else text)
     if (np.all(a == a.astype(np.float32)) and not np.all(b == b.astype(np.float32))
             and float(relative_errors(a, b).max()) < 1e-6):
         return "rounded to float32 precision: computed or returned in float32?"
