@@ -246,12 +246,13 @@ MISTAKES = {
     "mean_not_sum": ("dense", changed(DENSE, 'np.einsum("nm->m", dout)',
                                       'np.einsum("nm->m", dout) / len(dout)'),
                      "a mean where a sum belongs"),
-    "float32_out": ("dense", changed(DENSE, "    return out, {", "    return out.astype(np.float32), {"),
+    "float32_out": ("dense", changed(DENSE, "    return out, {",
+                                     "    return out.astype(np.float32), {"),
                     "out: float32 (4, 8), expected float64 (4, 8)"),
     "in_place": ("relu", changed(RELU_SECOND, "    out = x.copy()\n", "    out = x\n"),
                  "changed its input in place"),
-    "no_max_shift": ("softmax_cross_entropy", changed(LOSS, "logits - np.max(logits, axis=1)[:, None]",
-                                                     "logits"), "NaN"),
+    "no_max_shift": ("softmax_cross_entropy",
+                     changed(LOSS, "logits - np.max(logits, axis=1)[:, None]", "logits"), "NaN"),
     "pool_two": ("maxpool2d", changed(MAXPOOL, "    p = pool_size\n", "    p = 2\n"),
                  "(pool 3)"),
     "tied_maxima": ("maxpool2d", changed(
@@ -263,13 +264,15 @@ MISTAKES = {
     "spread": ("maxpool2d", changed(
         MAXPOOL, """                    r, s = divmod(int(np.argmax(window)), p)
                     dx[b, i * p + r, j * p + s, k] += dout[b, i, j, k]""",
-        """                    dx[b, i * p:(i + 1) * p, j * p:(j + 1) * p, k] += dout[b, i, j, k] / p ** 2"""),
+        """                    share = dout[b, i, j, k] / p ** 2
+                    dx[b, i * p:(i + 1) * p, j * p:(j + 1) * p, k] += share"""),
         "spread over the window"),
     "variance_n_minus_1": ("batchnorm", changed(
         BATCHNORM, "((flat - mu) * (flat - mu)).sum(axis=0) / len(flat)",
         "((flat - mu) * (flat - mu)).sum(axis=0) / (len(flat) - 1)"), "per channel"),
-    "no_mean_term": ("batchnorm", changed(BATCHNORM, "dx = dxhat * inv + dvar * 2 * xc / m + dmu / m",
-                                         "dx = dxhat * inv + dvar * 2 * xc / m"),
+    "no_mean_term": ("batchnorm", changed(BATCHNORM,
+                                          "dx = dxhat * inv + dvar * 2 * xc / m + dmu / m",
+                                          "dx = dxhat * inv + dvar * 2 * xc / m"),
                      "a constant offset per channel"),
     "pad_wrong_side": ("conv2d", changed(CONV, "top, left = (kh - 1) // 2, (kw - 1) // 2",
                                          "top, left = kh // 2, kw // 2"), "shifted by one"),
@@ -281,7 +284,8 @@ MISTAKES = {
                                 '    x, kernel = cache["x"], cache["kernel"]\n'
                                 '    x = x.reshape(3, -1)\n'),
                "dense_backward raised ValueError"),
-    "hang": ("relu", with_relu_backward("while True:\n    pass\n"), "(in relu_backward): an endless loop"),
+    "hang": ("relu", with_relu_backward("while True:\n    pass\n"),
+             "(in relu_backward): an endless loop"),
     "crash": ("relu", with_relu_backward("import ctypes\nctypes.string_at(0)\n"),
               "crashed (a segmentation fault"),
     "os_exit": ("relu", with_relu_backward("import os\nos._exit(0)\n"), "exit status 0"),

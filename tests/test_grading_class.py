@@ -58,7 +58,8 @@ def test_a_wrong_dtype_fails_the_dtype_check_alone_at_batch_one(tmp_path):
 
 
 def test_an_input_changed_in_place_by_backward_is_a_warning_not_a_failure(tmp_path):
-    source = submissions.changed(submissions.RELU, '    return {"x": np.where(cache, dout, 0.0 * dout)}',
+    source = submissions.changed(submissions.RELU,
+                                 '    return {"x": np.where(cache, dout, 0.0 * dout)}',
                                  '    dout[~cache] = 0\n    return {"x": dout}')
     graded = graded_in_process(tmp_path, "dout", source)
     assert graded.passed

@@ -91,7 +91,8 @@ def run_backward(case: Case, functions, dout, cache, changed: list | None = None
     if changed is not None and not np.array_equal(given, dout, equal_nan=True):
         changed.append("dout")
     if not isinstance(grads, dict):
-        raise WrongReturnValue(f"backward returned {type(grads).__name__}, expected a dict of gradients")
+        raise WrongReturnValue(f"backward returned {type(grads).__name__}, "
+                               "expected a dict of gradients")
     arrays = {name: np.asarray(value) for name, value in grads.items()}
     for name, value in arrays.items():
         if value.dtype.kind not in "fiub":

@@ -124,11 +124,14 @@ def shifted(a, b) -> str | None:
     a row or a column (the entries moved out of the image not judged)."""
     if a.ndim != 4:
         return None
+    def part(array, rows, cols):  # the entries that stay inside when moved by (rows, cols)
+        h, w = array.shape[1:3]
+        return array[:, max(rows, 0):h + min(rows, 0), max(cols, 0):w + min(cols, 0)]
+
     for rows in (-1, 0, 1):
         for cols in (-1, 0, 1):
             if (rows or cols) and a.shape[1] > 2 and a.shape[2] > 2 and close(
-                    a[:, max(rows, 0):a.shape[1] + min(rows, 0), max(cols, 0):a.shape[2] + min(cols, 0)],
-                    b[:, max(-rows, 0):b.shape[1] + min(-rows, 0), max(-cols, 0):b.shape[2] + min(-cols, 0)]):
+                    part(a, rows, cols), part(b, -rows, -cols)):
                 moved = " and ".join(filter(None, [
                     f"one row {'down' if rows > 0 else 'up'}" if rows else "",
                     f"one column {'right' if cols > 0 else 'left'}" if cols else ""]))

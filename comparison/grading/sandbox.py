@@ -76,8 +76,8 @@ def signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-CRASHES = {"SIGSEGV": "a segmentation fault", "SIGBUS": "a bus error",
-           "SIGABRT": "an abort", "SIGFPE": "a floating-point trap", "SIGILL": "an illegal instruction",
+CRASHES = {"SIGSEGV": "a segmentation fault", "SIGBUS": "a bus error", "SIGABRT": "an abort",
+           "SIGFPE": "a floating-point trap", "SIGILL": "an illegal instruction",
            "SIGKILL": "killed from outside (out of memory?)"}
 
 

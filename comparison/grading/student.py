@@ -157,11 +157,12 @@ def add_arguments(parser) -> None:
                                            f"{defaults.memory_mb}; TensorFlow needs about 2000)")
     parser.add_argument("--no-network", dest="network", action="store_false",
                         help="skip the checks in a small network (quicker, a first try)")
-    parser.epilog = textwrap.fill("The file's code runs with your rights, as it would under pytest: each "
-                     "file runs in a child process with a time and memory limit, which "
-                     "protects the grading from mistakes, not your account from a hostile "
-                     "file. Grade untrusted files inside the project's Docker image or as a "
-                     "throwaway user (docs/grading.md).", 79)
+    parser.epilog = textwrap.fill(
+        "The file's code runs with your rights, as it would under pytest: each "
+        "file runs in a child process with a time and memory limit, which "
+        "protects the grading from mistakes, not your account from a hostile "
+        "file. Grade untrusted files inside the project's Docker image or as a "
+        "throwaway user (docs/grading.md).", 79)
 
 
 def check_command(args, console) -> dict:
