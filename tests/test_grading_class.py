@@ -31,6 +31,8 @@ def graded_in_process(tmp_path, name: str, source: str) -> sandbox.Graded:
     return sandbox.Graded(str(path), layer, checks.layer_checks(layer, functions, network=False))
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning",
+                            "ignore:invalid value:RuntimeWarning")  # no_max_shift's, meant
 @pytest.mark.parametrize("name", IN_PROCESS)
 def test_each_classic_mistake_fails_with_its_diagnosis_in_words(name, tmp_path):
     layer, source, words = submissions.MISTAKES[name]
