@@ -34,8 +34,8 @@ SUBCOMMANDS = {
                 {"model", "json", "mnist"}),
     "exercise": ("comparison.grading.exercise", "write a layer exercise file to fill in",
                  set()),
-    "check": ("comparison.grading.student", "grade a student's layer file against both "
-              "twins", {"json"}),
+    "check": ("comparison.grading.student", "grade a student's layer file, or a whole "
+              "class, against both twins", set()),
     "bugs": ("comparison.grading.bugtable", "the bug zoo: which check catches which "
              "mistake", {"json", "data"}),
     "lab": ("comparison.lab.cli", "the draw-a-digit lab, a local web page", {"data"}),

@@ -16,7 +16,8 @@ OPTIONS = {  # every subcommand's options, exactly
     "bench": {"--model", "--json", "--data-dir", "--readme"},
     "profile": {"--model", "--json", "--data-dir", "--batch-size", "--figure"},
     "exercise": {"--out", "--force", "--list"},
-    "check": {"--json", "--layer", "--plots"},
+    "check": {"--json", "--layer", "--plots", "--gradebook", "--gradescope", "--jobs", "--timeout",
+              "--memory", "--no-network"},
     "bugs": {"--json", "--data-dir", "--bug", "--fast", "--limit"},
     "lab": {"--data-dir", "--port", "--host", "--models", "--cache-dir"},
 }

@@ -15,12 +15,13 @@ import pytest
 from rich.console import Console
 
 import compare
-from comparison.grading import checks, exercise, network, student
+from comparison.grading import checks, exercise, network, report, sandbox, student
 from scratch import layers, losses
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 LAYERS = exercise.layer_names()
+CONV_CHECKS = 63  # the rows of a conv2d report: six settings (cases.SETTINGS) and the network
 OUR_CODE = ("keras_impl", "scratch/", "compare.py", "Traceback (most recent call last)")
 
 
@@ -113,8 +114,8 @@ def test_reference_functions_pass_every_check(layer):
     names = [r.check for r in results]
     assert names[0].startswith("shapes, dtypes") and "SGD steps = Keras" in names[-1]
     assert any("central diff." in n for n in names) and any("GradientTape" in n for n in names)
-    for r in results:  # every check but the shapes measures an error against its limit
-        assert r.check.startswith("shapes") or r.error <= r.threshold, r
+    for r in results:  # every check but shapes and inputs measures an error against its limit
+        assert r.check.startswith(("shapes", "inputs")) or r.error <= r.threshold, r
 
 
 def test_reference_file_passes_on_the_command_line(tmp_path, capsys):
@@ -124,16 +125,30 @@ def test_reference_file_passes_on_the_command_line(tmp_path, capsys):
     assert code == 0, out + err
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["layer"] == "conv2d" and report["passed"]
-    assert len(report["checks"]) == 38 and all(row["passed"] for row in report["checks"])
-    assert "38 of 38 checks pass" in out
+    assert len(report["checks"]) == CONV_CHECKS and all(row["passed"] for row in report["checks"])
+    assert f"{CONV_CHECKS} of {CONV_CHECKS} checks pass" in out
 
 
 @pytest.mark.parametrize("layer", LAYERS)
-def test_unfilled_exercise_fails_cleanly(layer, tmp_path, capsys):
+def test_unfilled_exercise_fails_every_check_with_the_students_line(layer, tmp_path):
     path = exercise.write_exercise(layer, tmp_path / "mine.py")
-    code, out, err = run_check(capsys, path)
+    _, functions = student.load(path)
+    results = checks.layer_checks(layer, functions, network=False)
+    assert results and not any(r.passed for r in results)
+    lines = report.not_run_lines(results)
+    first = layer if layer == exercise.LOSS else f"{layer}_forward"
+    assert len(lines) == 1  # one reason, said once
+    assert lines[0][0].startswith(f"{len(results)} checks not run: {first} raised "
+                                  "NotImplementedError at your line ")
+    assert f'File "{path}"' in lines[0][1].detail and "scratch/" not in lines[0][1].detail
+
+
+def test_unfilled_exercise_fails_cleanly_on_the_command_line(tmp_path, capsys):
+    path = exercise.write_exercise("relu", tmp_path / "mine.py")
+    code, out, err = run_check(capsys, path, "--no-network")
     assert code == 1
-    assert "NotImplementedError: TODO: write" in out
+    assert "7 checks not run: relu_forward raised NotImplementedError at your line" in out
+    assert "TODO: write relu_forward" in out
     assert f'File "{path}"' in out  # the student's own line
     for ours in OUR_CODE:
         assert ours not in out + err
@@ -154,7 +169,9 @@ def test_factor_two_and_mean_instead_of_sum_in_dense_backward(layer_only):
     wrong = failing(checks.layer_checks("dense", {"dense_forward": layers.dense_forward,
                                                   "dense_backward": backward}))
     assert set(wrong) == {"dkernel = central diff.", "dkernel = GradientTape",
-                          "dbias = central diff.", "dbias = GradientTape"}
+                          "dbias = central diff.", "dbias = GradientTape",
+                          "dkernel = central diff. (batch 1)", "dkernel = GradientTape (batch 1)"}
+    # with a batch of 1 a mean is the sum: only the batch of 4 tells them apart
     assert wrong["dkernel = central diff."].diagnosis == "all entries off by the same factor 2.0"
     assert wrong["dbias = GradientTape"].diagnosis.startswith("off by a factor 1/N, N = batch size (4)")
     assert wrong["dkernel = GradientTape"].where.startswith("worst at [")
@@ -169,8 +186,8 @@ def test_transposed_kernel_gradient_is_named_in_the_shape_check(layer_only):
         "shapes, dtypes"].where
     assert wrong["dkernel = central diff."].diagnosis == "transposed"
     console = Console(width=80, file=io.StringIO(), color_system=None)
-    console.print(student.report_table("/a/long/path/to/the/students/file/my_dense.py", "dense",
-                                       results))
+    graded = sandbox.Graded("/a/long/path/to/the/students/file/my_dense.py", "dense", results)
+    console.print(report.report_table(graded))
     table = console.file.getvalue()
     assert "…" not in table and max(map(len, table.splitlines())) <= 80, table
 
@@ -180,8 +197,9 @@ def test_sign_flipped_bias_gradient_in_conv2d(layer_only):
                        '"bias": -dout.sum(axis=(0, 1, 2))')
     wrong = failing(checks.layer_checks("conv2d", {"conv2d_forward": layers.conv2d_forward,
                                                    "conv2d_backward": backward}))
-    assert {name for name in wrong} == {f"dbias = {how} ({padding})" for padding in (
-        "valid", "same", "same, stride 2", "pad 1, strides (2, 1)")
+    settings = ("valid", "same, 4x4", "same, 5x5", "1x1, batch 1", "same, stride 2",
+                "pad 1, strides (2, 1)")
+    assert {name for name in wrong} == {f"dbias = {how} ({setting})" for setting in settings
                                         for how in ("central diff.", "GradientTape")}
     assert {r.diagnosis for r in wrong.values()} == {"sign flipped"}
 
@@ -192,11 +210,12 @@ def test_circular_padding_in_conv2d_same_gets_only_border_pixels_wrong(layer_onl
     wrong = failing(checks.layer_checks("conv2d", {"conv2d_forward": forward,
                                                    "conv2d_backward": layers.conv2d_backward}))
     assert "out = reference (valid)" not in wrong
-    assert wrong["out = reference (same)"].diagnosis.startswith("only border pixels wrong (")
-    assert wrong["out = Keras Conv2D (same)"].diagnosis.startswith("only border pixels wrong (")
+    for setting in ("same, 4x4", "same, 5x5"):
+        for name in ("out = reference", "out = Keras Conv2D"):
+            assert wrong[f"{name} ({setting})"].diagnosis.startswith("only border pixels wrong (")
 
 
-def test_loss_gradient_without_the_mean_is_off_by_the_batch_size(tmp_path, capsys, layer_only):
+def test_loss_gradient_without_the_mean_is_off_by_the_batch_size(tmp_path, capsys):
     source = textwrap.dedent(inspect.getsource(losses.softmax_cross_entropy))
     old = "dlogits /= (sum_exp * n)[:, None]"
     assert source.count(old) == 1
@@ -205,9 +224,9 @@ def test_loss_gradient_without_the_mean_is_off_by_the_batch_size(tmp_path, capsy
         "label_smoothing / (k * n)", "label_smoothing / k")
     path = tmp_path / "my_loss.py"
     path.write_text("import numpy as np\n\n\n" + body)
-    code, out, _ = run_check(capsys, path, "--plots", tmp_path / "plots", "--json",
+    code, out, _ = run_check(capsys, path, "--no-network", "--plots", tmp_path / "plots", "--json",
                              tmp_path / "report.json")
-    assert code == 1 and "4 checks fail" in out
+    assert code == 1 and "8 of 25 checks fail" in out  # dlogits in each of the 4 cases
     rows = {row["check"]: row for row in json.loads((tmp_path / "report.json").read_text())[
         "checks"]}
     assert rows["out = reference"]["passed"]  # the loss value itself is right
@@ -248,7 +267,7 @@ def test_a_missing_file_gets_one_line(tmp_path, capsys):
     assert code == 1 and err == f"error: {tmp_path / 'nowhere.py'}: no such file\n"
 
 
-def test_an_exception_in_the_students_code_shows_their_lines_only(tmp_path, capsys, layer_only):
+def test_an_exception_in_the_students_code_shows_their_lines_only(tmp_path, capsys):
     path = tmp_path / "mine.py"
     path.write_text(textwrap.dedent("""\
         import numpy as np
@@ -266,16 +285,17 @@ def test_an_exception_in_the_students_code_shows_their_lines_only(tmp_path, caps
         def helper(x):
             return x[x > 0].reshape(x.shape)
         """))
-    code, out, err = run_check(capsys, path, "--json", tmp_path / "report.json")
+    code, out, err = run_check(capsys, path, "--no-network", "--json", tmp_path / "report.json")
     assert code == 1
     assert f'File "{path}", line 9, in relu_backward' in out
     assert f'File "{path}", line 14, in helper' in out
-    assert "ValueError: cannot reshape array" in out
-    assert "mine.py line 14" in out  # the row's where
+    assert "raised ValueError at your line 14: cannot reshape array" in out
     for ours in OUR_CODE:
         assert ours not in out + err
     rows = json.loads((tmp_path / "report.json").read_text())["checks"]
-    assert [row["passed"] for row in rows] == [False, True, True, False, False]
+    assert [row["check"] for row in rows if row["passed"]] == ["out = reference",
+                                                                "out = Keras ReLU"]
+    assert "5 checks not run: relu_backward raised ValueError at your line 14" in out
 
 
 # --- the pieces -----------------------------------------------------------------------------

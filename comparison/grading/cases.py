@@ -135,7 +135,11 @@ def loss_cases() -> list[Case]:
     logits = 2 * rng.standard_normal((6, CLASSES))
     labels = rng.integers(0, CLASSES, len(logits))
     found = []
-    for smoothing in (0.0, 0.1):
+    # Huge logits: exp overflows unless each row's maximum is subtracted first, and a
+    # probability underflows to 0 (log: -inf) unless the loss is a log-sum-exp.
+    settings = [("", logits, 0.0), ("smoothing 0.1", logits, 0.1),
+                ("logits + 1e4", logits + 1e4, 0.0), ("logits ±1e4", logits * 5e3, 0.0)]
+    for label, values, smoothing in settings:
         with keras_floatx("float64"):
             loss_fn = make_loss_fn(smoothing)
 
@@ -145,7 +149,7 @@ def loss_cases() -> list[Case]:
                 return result  # the caller reports what came back instead
             return np.asarray(result[0]), result[1]
 
-        found.append(Case(f"smoothing {smoothing:g}" if smoothing else "", {"logits": logits},
+        found.append(Case(label, {"logits": values},
                           ("logits",), forward,
                           lambda functions, dout, cache: {"logits": dout * np.asarray(cache)},
                           lambda x, student_out, loss_fn=loss_fn: loss_fn(labels, x), {},
@@ -153,47 +157,95 @@ def loss_cases() -> list[Case]:
     return found
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One configuration of a registry kind worth checking apart.
+
+    label: how the rows name it; spec: changes to the kind's `example` spec
+    (dataclasses.replace); options: forward's keyword arguments; keras_call: the Keras
+    layer's call arguments; shape: the input's shape (default IMAGE or FLAT)."""
+
+    label: str = ""
+    spec: dict = dataclasses.field(default_factory=dict)
+    options: dict = dataclasses.field(default_factory=dict)
+    keras_call: dict = dataclasses.field(default_factory=dict)
+    shape: tuple | None = None
+
+
+def pool_setting(label: str, pool_size: int, strides=None, padding: str = "valid") -> Setting:
+    """Max or average pooling with its own window, stride and padding."""
+    options = {"pool_size": pool_size, "strides": strides, "padding": padding}
+    return Setting(label, spec=options, options=options)
+
+
+POOL_SETTINGS = [pool_setting("pool 2", 2), pool_setting("pool 3", 3),
+                 pool_setting("3x3 stride 2, overlapping", 3, 2),
+                 pool_setting("3x3 stride 2, same", 3, 2, "same"),
+                 pool_setting("2x2 stride 1", 2, 1)]
+
+# The configurations each kind is checked on beyond its example (a kind not listed: the
+# example alone). A new configuration of a kind is one more Setting here.
+SETTINGS = {
+    "conv2d": [
+        Setting("valid", options={"padding": "valid"}),
+        Setting("same, 4x4", spec={"padding": "same", "kernel_size": 4},
+                options={"padding": "same"}),  # even: one more row at the bottom than on top
+        Setting("same, 5x5", spec={"padding": "same", "kernel_size": 5},
+                options={"padding": "same"}),
+        Setting("1x1, batch 1", spec={"kernel_size": 1}, options={"padding": "valid"},
+                shape=(1, *IMAGE[1:])),
+        Setting("same, stride 2", spec={"padding": "same", "strides": 2},
+                options={"padding": "same", "strides": 2}),
+        Setting("pad 1, strides (2, 1)", spec={"padding": 1, "strides": (2, 1)},
+                options={"padding": 1, "strides": (2, 1)}),
+    ],
+    "maxpool2d": POOL_SETTINGS,
+    "avgpool2d": POOL_SETTINGS,
+    "groupnorm": [Setting(f"{groups} groups", spec={"groups": groups},
+                          options={"groups": groups}) for groups in (1, 3)],
+    "residual": [Setting(f"{skip}, {mode}", spec={"filters": filters, "strides": strides},
+                         options={"strides": strides, "training": training},
+                         keras_call={"training": training})
+                 for skip, filters, strides in (("identity skip", 3, 1),
+                                                ("projection skip", 4, 2))
+                 for mode, training in (("training", True), ("inference", False))],
+    "batchnorm": [Setting("training", options={"training": True},
+                          keras_call={"training": True}),
+                  Setting("inference", options={"training": False},
+                          keras_call={"training": False})],
+    "dense": [Setting(""), Setting("batch 1", shape=(1, FLAT[1]))],
+}
+
+
+def plant_classic_traps(layer: str, x) -> None:
+    """Values that expose classic slips: exact zeros for ReLU, tied maxima for pooling."""
+    if layer == "relu":
+        x.reshape(-1)[::5] = 0.0  # at exactly 0 the gradient is 0, as in TensorFlow
+    if layer == "maxpool2d" and x.ndim == 4:
+        x[0, :2, :2, 0] = 0.5  # a window of four tied maxima
+        x[-1, 2:4, :, -1] = 0.0  # a row of windows of zeros, as after a ReLU
+
+
 def cases(layer: str) -> list[Case]:
     """Every case `layer` is checked on (see the module docstring)."""
     if layer == LOSS:
         return loss_cases()
-    rng = np.random.default_rng(SEED)
-    x = rng.standard_normal(FLAT if KINDS[layer].flat_input else IMAGE)
-    if layer == "relu":
-        x.reshape(-1)[::5] = 0.0  # at exactly 0 the gradient is 0, as in TensorFlow
-    if layer == "maxpool2d":
-        x[0, :2, :2, 0] = 0.5  # a window of four tied maxima
-        x[1, 2:4, :, 1] = 0.0  # a row of windows of zeros, as after a ReLU
-    if layer == "conv2d":
-        example = KINDS["conv2d"].example
-        same = dataclasses.replace(example, padding="same", kernel_size=4)
-        strided = dataclasses.replace(example, padding="same", strides=2)
-        padded = dataclasses.replace(example, padding=1, strides=(2, 1))
-        return [layer_case("conv2d", x, example, "valid", padding="valid"),
-                layer_case("conv2d", x, same, "same", padding="same"),
-                layer_case("conv2d", x, strided, "same, stride 2", padding="same", strides=2),
-                layer_case("conv2d", x, padded, "pad 1, strides (2, 1)", padding=1,
-                           strides=(2, 1))]
-    if layer in ("maxpool2d", "avgpool2d"):
-        settings = [("", 2, None, "valid"), ("3x3 stride 2, overlapping", 3, 2, "valid"),
-                    ("3x3 stride 2, same", 3, 2, "same"), ("2x2 stride 1", 2, 1, "valid")]
-        return [layer_case(layer, x, dataclasses.replace(KINDS[layer].example, pool_size=p,
-                                                          strides=s, padding=pad),
-                           label, pool_size=p, strides=s, padding=pad)
-                for label, p, s, pad in settings]
-    if layer == "groupnorm":
-        return [layer_case("groupnorm", x, LayerSpec("groupnorm", groups=groups),
-                           f"{groups} groups", groups=groups) for groups in (1, 3)]
-    if layer == "residual":
-        return [layer_case("residual", x, LayerSpec("residual", filters=f, strides=s),
-                           f"{label}, {mode}", keras_call={"training": training}, strides=s,
-                           training=training)
-                for label, f, s in (("identity skip", 3, 1), ("projection skip", 4, 2))
-                for mode, training in (("training", True), ("inference", False))]
-    if layer == "batchnorm":
-        return [layer_case("batchnorm", x, label=label, keras_call={"training": training},
-                           training=training)
-                for label, training in (("training", True), ("inference", False))]
+    default_shape = FLAT if KINDS[layer].flat_input else IMAGE
     if layer == "dropout":
+        x = np.random.default_rng(SEED).standard_normal(default_shape)
         return dropout_cases(x)
-    return [layer_case(layer, x)]
+    found = []
+    for setting in SETTINGS.get(layer, [Setting()]):
+        x = np.random.default_rng(SEED).standard_normal(setting.shape or default_shape)
+        plant_classic_traps(layer, x)
+        spec = dataclasses.replace(KINDS[layer].example, **setting.spec)
+        found.append(layer_case(layer, x, spec, setting.label, keras_call=setting.keras_call,
+                                **setting.options))
+    return found
+
+
+def float32_case(case: Case) -> Case:
+    """The same case in float32: only the dtypes are checked on it (a float32 input gives
+    a float32 output and float32 gradients)."""
+    inputs = {name: value.astype(np.float32) for name, value in case.inputs.items()}
+    return dataclasses.replace(case, label=f"{case.label}, float32".lstrip(", "), inputs=inputs)

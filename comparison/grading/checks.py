@@ -35,7 +35,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from comparison.grading import diagnose
-from comparison.grading.cases import Case, cases
+from comparison.grading.cases import Case, cases, float32_case
 from comparison.grading.exercise import reference_functions
 from comparison.grading.network import network_checks, substituted
 from comparison.grading.result import CheckResult, as_dict, raised, source_files
@@ -61,19 +61,44 @@ def copies(inputs):
     return {name: value.copy() for name, value in inputs.items()}
 
 
-def run_forward(case: Case, functions, inputs):
-    result = case.forward(functions, copies(inputs))  # a fresh copy: x may be changed in place
+def changed_names(given: dict, originals: dict) -> list[str]:
+    return [name for name, value in given.items()
+            if not np.array_equal(value, originals[name], equal_nan=True)]
+
+
+def run_forward(case: Case, functions, inputs, changed: list | None = None):
+    """(out, cache) of the case's forward pass on a copy of `inputs` (the names of the
+    inputs it changed in place appended to `changed`)."""
+    given = copies(inputs)
+    result = case.forward(functions, given)
+    if changed is not None:
+        changed += changed_names(given, inputs)
     if not (isinstance(result, tuple) and len(result) == 2):
         returns = "(loss, dlogits)" if "logits" in case.inputs else "(out, cache)"
-        raise WrongReturnValue(f"forward returned {type(result).__name__}, expected {returns}")
-    return np.asarray(result[0]), result[1]
+        kind = (f"a tuple of {len(result)} items" if isinstance(result, tuple)
+                else type(result).__name__)
+        raise WrongReturnValue(f"forward returned {kind}, expected {returns}")
+    out = np.asarray(result[0])
+    if out.dtype.kind not in "fiub":
+        raise WrongReturnValue(f"forward's first result is {type(result[0]).__name__} "
+                               f"{out.dtype}, expected an array of numbers")
+    return out, result[1]
 
 
-def run_backward(case: Case, functions, dout, cache):
-    grads = case.backward(functions, dout.copy(), cache)
+def run_backward(case: Case, functions, dout, cache, changed: list | None = None):
+    given = dout.copy()
+    grads = case.backward(functions, given, cache)
+    if changed is not None and not np.array_equal(given, dout, equal_nan=True):
+        changed.append("dout")
     if not isinstance(grads, dict):
-        raise WrongReturnValue(f"backward returned {type(grads).__name__}, expected a dict of gradients")
-    return {name: np.asarray(value) for name, value in grads.items()}
+        raise WrongReturnValue(f"backward returned {type(grads).__name__}, "
+                               "expected a dict of gradients")
+    arrays = {name: np.asarray(value) for name, value in grads.items()}
+    for name, value in arrays.items():
+        if value.dtype.kind not in "fiub":
+            raise WrongReturnValue(f"backward's {name!r} is {type(grads[name]).__name__} "
+                                   f"{value.dtype}, expected an array of numbers")
+    return arrays
 
 
 @dataclass
@@ -90,6 +115,7 @@ class Run:
     backward_error: BaseException | None = None
     layer: str = ""
     files: set = dataclasses.field(default_factory=set)  # the student's source files
+    changed: list = dataclasses.field(default_factory=list)  # inputs changed in place
 
 
 def run_case(layer: str, case: Case, impl, files: set[str]) -> Run:
@@ -97,16 +123,17 @@ def run_case(layer: str, case: Case, impl, files: set[str]) -> Run:
     dout. An exception of the student's is kept for the rows that needed the result."""
     reference = reference_functions(layer)
     expected_out, cache = run_forward(case, reference, case.inputs)
-    dout = np.random.default_rng(7).standard_normal(expected_out.shape)
+    dout = np.random.default_rng(7).standard_normal(expected_out.shape).astype(
+        expected_out.dtype)  # float32 in a float32 case
     run = Run(case, dout, expected_out, run_backward(case, reference, dout, cache), layer=layer,
               files=files)
     try:
-        run.out, cache = run_forward(case, impl, case.inputs)
+        run.out, cache = run_forward(case, impl, case.inputs, run.changed)
     except Exception as err:  # noqa: BLE001 - the student's code may raise anything
         run.forward_error = run.backward_error = err
         return run
     try:
-        run.grads = run_backward(case, impl, dout, cache)
+        run.grads = run_backward(case, impl, dout, cache, run.changed)
     except Exception as err:  # noqa: BLE001
         run.backward_error = err
     return run
@@ -135,6 +162,25 @@ def shape_check(run: Run, name: str) -> CheckResult:
         return raised(name, error, run.files)
     return CheckResult(name, not problems and error is None, None, None,
                        where="; ".join(problems) or None)
+
+
+def unchanged_check(run: Run, name: str) -> CheckResult:
+    """Inputs left as they were. A forward pass changing x or a parameter fails: x is the
+    previous layer's output, which that layer's cache may hold (flatten returns a view),
+    and the parameters are the model's weights. A backward pass changing dout passes with
+    a warning: no layer reads its dout again."""
+    forward = [k for k in run.changed if k != "dout"]
+    if forward:
+        return CheckResult(name, False, None, None, where=f"forward changed {', '.join(forward)}",
+                           diagnosis="changed its input in place: in a network that array is "
+                                     "another layer's (its cache, the weights); write a new "
+                                     "array or work on a copy")
+    where = ("warning: backward changed dout in place (harmless here, as no layer reads it "
+             "again, but surprising to a caller)") if "dout" in run.changed else None
+    error = run.forward_error or run.backward_error
+    if error is not None and not run.changed:
+        return raised(name, error, run.files)
+    return CheckResult(name, True, None, None, where=where)
 
 
 def compared(name: str, actual, expected, threshold: float, run: Run, plots, mask=None):
@@ -211,11 +257,14 @@ def tape_gradients(case: Case, dout, student_out):
     return out.numpy(), {k: g.numpy() for k, g in zip(sources, grads)}
 
 
-def case_checks(layer: str, runs: list[Run], impl, plots) -> list[CheckResult]:
-    """Steps 1 to 3 for every case, step by step."""
+def case_checks(layer: str, runs: list[Run], float32_runs: list[Run], impl,
+                plots) -> list[CheckResult]:
+    """Steps 1 to 3 for every case, step by step (float32 runs: dtypes only)."""
     kinked = KINDS[layer].piecewise_linear if layer in KINDS else False
     named = [(run, f" ({run.case.label})" if run.case.label else "") for run in runs]
     rows = [shape_check(run, "shapes, dtypes" + tag) for run, tag in named]
+    rows += [shape_check(run, f"shapes, dtypes ({run.case.label})") for run in float32_runs]
+    rows += [unchanged_check(run, "inputs left unchanged" + tag) for run, tag in named]
     keras_outputs = {}
     for run, tag in named:
         name = "out = reference" + tag
@@ -274,16 +323,20 @@ def failed_gradient(name, run: Run, key, threshold) -> CheckResult:
 # --- all of it ---------------------------------------------------------------------------
 
 
-def layer_checks(layer: str, impl: dict[str, Callable], *, plots=None) -> list[CheckResult]:
+def layer_checks(layer: str, impl: dict[str, Callable], *, plots=None,
+                 network: bool = True) -> list[CheckResult]:
     """Every check of `layer` on the functions of `impl`, in order, never stopping early.
 
     impl maps the function names ("conv2d_forward", "conv2d_backward"; the loss:
     "softmax_cross_entropy") to the functions to grade; plots: a folder for heatmaps
-    of failing arrays (None: none)."""
+    of failing arrays (None: none); network: False skips step 4."""
     missing = sorted(set(reference_functions(layer)) - set(impl))
     if missing:
         raise ValueError(f"{layer}: no {', '.join(missing)} given")
     files = source_files(impl)
     with threadpool_limits(limits=1, user_api="blas"):  # small arrays: a 2nd thread only waits
-        runs = [run_case(layer, case, impl, files) for case in cases(layer)]
-        return case_checks(layer, runs, impl, plots) + network_checks(layer, impl, files)
+        layer_cases = cases(layer)
+        runs = [run_case(layer, case, impl, files) for case in layer_cases]
+        float32_runs = [run_case(layer, float32_case(layer_cases[0]), impl, files)]
+        rows = case_checks(layer, runs, float32_runs, impl, plots)
+        return rows + (network_checks(layer, impl, files) if network else [])

@@ -36,9 +36,12 @@ def index_text(index) -> str:
 
 def worst_entry(actual, expected, mask=None) -> str:
     """Where the largest relative error is, with both values (mask: the entries judged)."""
+    if np.ndim(actual) == 0:  # a scalar (the loss): its value, no index
+        return f"{float(actual):.6g}, expected {float(expected):.6g}"
     errors = relative_errors(actual, expected)
     if mask is not None:
         errors = np.where(mask, errors, 0)
+    errors = np.where(np.isnan(errors), np.inf, errors)  # a NaN is the worst entry
     index = np.unravel_index(np.argmax(errors), errors.shape)
     return (f"worst at {index_text(index)}: {float(np.asarray(actual)[index]):.6g}, "
             f"expected {float(np.asarray(expected)[index]):.6g}")
@@ -100,6 +103,83 @@ def border_only(bad) -> str | None:
     return None
 
 
+def non_finite(a, b) -> str:
+    """Where NaN or inf appear: in the student's result, or (central differences of the
+    student's own forward pass) in what it is compared with."""
+    for array, whose in ((a, "your result"), (b, "the values it is compared with (from "
+                                                  "your forward pass)")):
+        bad = ~np.isfinite(array)
+        if bad.any():
+            kinds = " and ".join(k for k, f in (("NaN", np.isnan), ("inf", np.isinf))
+                                 if f(array).any())
+            count = (f": {int(bad.sum())} of {array.size} entries, first at "
+                     f"{index_text(np.argwhere(bad)[0])}" if array.ndim else "")
+            return (f"{kinds} in {whose}{count}; an overflow (np.exp of a large number?) or "
+                    "a log of 0")
+    return "NaN or inf"
+
+
+def shifted(a, b) -> str | None:
+    """"shifted by one row down" when an (N, H, W, C) array is the expected one moved by
+    a row or a column (the entries moved out of the image not judged)."""
+    if a.ndim != 4:
+        return None
+    def part(array, rows, cols):  # the entries that stay inside when moved by (rows, cols)
+        h, w = array.shape[1:3]
+        return array[:, max(rows, 0):h + min(rows, 0), max(cols, 0):w + min(cols, 0)]
+
+    for rows in (-1, 0, 1):
+        for cols in (-1, 0, 1):
+            if (rows or cols) and a.shape[1] > 2 and a.shape[2] > 2 and close(
+                    part(a, rows, cols), part(b, -rows, -cols)):
+                moved = " and ".join(filter(None, [
+                    f"one row {'down' if rows > 0 else 'up'}" if rows else "",
+                    f"one column {'right' if cols > 0 else 'left'}" if cols else ""]))
+                return (f"shifted by {moved}: padding on the wrong side? 'same' pads "
+                        "(K - 1) // 2 on top and left, the rest at the bottom and right")
+    return None
+
+
+def per_channel(a, b) -> str | None:
+    """"a constant offset per channel" or "a scale per channel" when, in every channel
+    (last axis), actual = s * expected + t with the same s and t for all its entries."""
+    if a.ndim < 2 or a.size // a.shape[-1] < 3:
+        return None
+    fits = []
+    for c in range(a.shape[-1]):
+        x, y = b[..., c].ravel(), a[..., c].ravel()
+        design = np.stack([x, np.ones_like(x)], axis=1)
+        (slope, offset), *_ = np.linalg.lstsq(design, y, rcond=None)
+        if not close(y, slope * x + offset):
+            return None
+        fits.append((slope, offset))
+    slopes, offsets = np.array(fits).T
+    scale = max(np.abs(b).max(initial=0), 1e-300)
+    if np.all(np.abs(slopes - 1) <= SAME):
+        if np.all(np.abs(offsets) <= SAME * scale):
+            return None
+        return ("a constant offset per channel (a term that is the same for a whole channel "
+                "is wrong or missing: a mean?)")
+    if np.all(np.abs(offsets) <= SAME * scale):
+        shown = ", ".join(f"{v:.4g}" for v in slopes[:4])
+        return f"a scale per channel ({shown}): a variance or a normalisation per channel?"
+    return "a scale and an offset per channel: a per-channel mean or variance?"
+
+
+def routed(a, b) -> str | None:
+    """For a pooling gradient: entries that should get nothing got some."""
+    extra = (b == 0) & (a != 0)
+    if not extra.any():
+        return None
+    if extra.sum() > 2 * (b != 0).sum():  # most entries of a window got some
+        return ("gradient spread over the window: every entry got a share; only the maximum "
+                "should receive it")
+    if close(np.where(b != 0, a, 0), b):
+        return ("gradient sent to entries that should get none: to every one of tied maxima? "
+                "(only the first of a window, np.argmax's, receives it) or where a ReLU blocks?")
+    return None
+
+
 def diagnose(actual, expected, *, threshold: float, batch: int | None = None,
              image: bool = False, mask=None) -> str | None:
     """The first simple pattern that explains how `actual` differs from `expected`.
@@ -110,6 +190,8 @@ def diagnose(actual, expected, *, threshold: float, batch: int | None = None,
     a, b = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     if a.shape != b.shape:
         return rearranged(a, b)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return non_finite(a, b)
     judged = (a, b) if mask is None else (a[mask], b[mask])
     if mask is not None:
         a = np.where(mask, a, b)  # entries not judged agree by construction
@@ -117,11 +199,16 @@ def diagnose(actual, expected, *, threshold: float, batch: int | None = None,
         return "all zeros"
     r = common_factor(*judged)
     if r is not None:
-        return factor_text(r, batch)
+        text = factor_text(r, batch)
+        return (text.replace("all entries off by the same", "off by a") if text and a.ndim == 0
+                else text)
+    if (np.all(a == a.astype(np.float32)) and not np.all(b == b.astype(np.float32))
+            and float(relative_errors(a, b).max()) < 1e-6):
+        return "rounded to float32 precision: computed or returned in float32?"
     found = rearranged(a, b)
     if found is None and image:
-        found = border_only(relative_errors(a, b) > threshold)
-    return found
+        found = shifted(a, b) or border_only(relative_errors(a, b) > threshold)
+    return found or per_channel(a, b) or (routed(a, b) if image else None)
 
 
 def mosaic(errors):

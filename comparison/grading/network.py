@@ -112,7 +112,8 @@ def array_row(name: str, arrays) -> CheckResult:
     where = None
     if not passed:
         where = f"worst array {worst.layer}/{worst.param}" + (
-            "" if worst.checked else ": no entry checked (every step crossed a kink)")
+            "" if worst.checked else ": no entry checked (every step crossed a kink, or "
+                                     "the loss was NaN or inf: see the layer's own rows)")
     return CheckResult(name, passed, None if np.isnan(worst.error) else worst.error,
                        NETWORK_TOLERANCE, where=where,
                        detail=f"{len(arrays)} arrays, up to {NETWORK_ENTRIES} entries each")
