@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from keras_impl.data import SPLITS, add_data_dir_arg, load_split
+from keras_impl.data import SPLITS, add_data_dir_arg, load_split, run_cli
 from comparison.grading import bugs, bugtable, exercise, student
 from comparison import benchreadme
 from comparison.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
@@ -37,7 +37,7 @@ from comparison.params import (DEFAULT_MODELS, ComparisonError, param_comparison
 from scratch import zoo
 from plumbing.args import (at_most, batch_size, epoch_count, figure_file, output_file,
                            output_folder, positive_int, seed_number)
-from plumbing.files import write_json
+from plumbing.files import save_figure, write_json
 from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 
 COMMANDS = ("run", "params", "gradcheck", "bench", "exercise", "check", "profile", "bugs")
@@ -197,7 +197,7 @@ def save_figure(results: dict, path: Path) -> None:
         for ax in row[:3]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     plt.close(fig)
 
 
@@ -357,4 +357,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))  # a full disk at the last write: one line too

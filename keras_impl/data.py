@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.args import output_folder, positive_int
+from plumbing.files import atomic_write
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -299,7 +300,7 @@ def export_pngs(out_dir, count: int, invert: bool = False, data_dir=None) -> lis
     for i in range(min(count, len(labels))):
         pixels = 255 - images[i] if invert else images[i]
         path = out_dir / f"example_input_{i}_{labels[i]}.png"
-        Image.fromarray(pixels).save(path)
+        atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
         written.append(path)
     return written
 

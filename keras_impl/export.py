@@ -23,7 +23,6 @@ from __future__ import annotations
 from plumbing.quiet import h5_notice_silenced  # first: quiets TensorFlow's start-up
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from keras_impl.model import TwinNet, build_sequential, keras_layer
 from keras_impl.model_files import ModelFileError, load_model
 from scratch import zoo
 from plumbing.args import output_file
+from plumbing.files import atomic_path
 from scratch.registry import KINDS
 
 MAX_BYTES = 500_000_000  # graders accept files under 500 MB
@@ -119,8 +119,7 @@ def write_h5(model: keras.Sequential, path) -> None:
     path = Path(path)
     if path.suffix not in H5_SUFFIXES:
         raise ExportError(f"{path}: expected a file name ending in .h5 (Keras loads by suffix)")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.h5")
-    try:
+    with atomic_path(path) as tmp:
         with h5_notice_silenced():  # .h5 is what the graders load
             model.save(tmp)
         with h5py.File(tmp, "r+") as f:
@@ -138,9 +137,6 @@ def write_h5(model: keras.Sequential, path) -> None:
         size = tmp.stat().st_size
         if size >= MAX_BYTES:
             raise ExportError(f"{path}: {size:,} bytes, graders accept under {MAX_BYTES:,}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _kernel_l2(layers) -> float:

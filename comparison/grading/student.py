@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comparison.grading.exercise import layer_names, reference_functions
+from plumbing.args import output_folder
 
 
 class StudentFileError(Exception):
@@ -144,7 +145,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("file", type=Path, metavar="FILE.py", help="the student's file")
     parser.add_argument("--layer", choices=layer_names(), metavar="LAYER",
                         help="the layer the file implements (default: from its function names)")
-    parser.add_argument("--plots", type=Path, metavar="DIR",
+    parser.add_argument("--plots", type=output_folder, metavar="DIR",
                         help="write a heatmap PNG of the relative error of every failing array")
 
 

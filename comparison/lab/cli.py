@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from keras_impl.data import add_data_dir_arg
-from plumbing.args import nonnegative_int
+from plumbing.args import nonnegative_int, output_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a trained twin pair: a folder with model.keras (keras_impl.train) "
                              "and/or a .npz (comparison.scratch_train --save), or one such file; "
                              "default: a quick convnet trained on first start and cached")
-    parser.add_argument("--cache-dir", metavar="DIR",
+    parser.add_argument("--cache-dir", metavar="DIR", type=output_folder,
                         help="where the quick convnet is cached (default ~/.cache/twinnet/lab)")
     add_data_dir_arg(parser)
     return parser
