@@ -67,7 +67,7 @@ from keras_impl.train import epoch_length, fit_baseline, fit_custom, make_loss_f
 from scratch import zoo
 from plumbing.args import (batch_size, checked_output, epoch_count, fraction, nonnegative_float,
                            output_file, output_folder, positive_int, seed_number)
-from plumbing.files import atomic_path, write_json
+from plumbing.files import WriteError, atomic_path, write_json
 from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 from scratch.optim import DEFAULT_LR, CosineDecay
 
@@ -207,6 +207,9 @@ def train(args: argparse.Namespace, console=None) -> dict:
                 result["saved"] = save_final(model, args.logdir)
         except KeyboardInterrupt as stop:  # the training is checkpointed: --resume saves
             result.update(status="interrupted", signal=stop_signal_name(stop), saving=True)
+        except WriteError as err:  # a full disk, say
+            raise TrainError(f"{err}; the training is checkpointed: the same command plus "
+                             "--resume writes the model files again") from None
     if args.json:
         write_json(args.json, result)
     return result
