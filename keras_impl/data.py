@@ -295,7 +295,6 @@ def export_pngs(out_dir, count: int, invert: bool = False, data_dir=None) -> lis
 
     images, labels = load_mnist("test", data_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i in range(min(count, len(labels))):
         pixels = 255 - images[i] if invert else images[i]
