@@ -17,18 +17,15 @@ CHECKPOINTS_KEPT.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
 import tensorflow as tf
 
+from plumbing.files import tensorflow_write_failure
 from plumbing.interrupts import interrupts_deferred
 
 CHECKPOINTS_KEPT = 3
-# How TensorFlow's file writes fail: "{{function_node ...}} PATH; No space left on device ..."
-WRITE_FAILURE = re.compile(r"(\S+); (No space left on device|Disk quota exceeded|"
-                           r"Read-only file system|Permission denied)")
 
 
 class TrainError(Exception):
@@ -39,11 +36,10 @@ def failed_write(err: tf.errors.OpError, directory) -> TrainError | None:
     """The one-line TrainError for TensorFlow failing to write a file of the run (a full
     disk under the event files, say), naming the file and the checkpoint --resume
     continues from (in `directory`); None when `err` is about something else."""
-    found = WRITE_FAILURE.search(err.message)
-    if found is None:
+    failure = tensorflow_write_failure(err)
+    if failure is None:
         return None
-    return TrainError(f"{found[1]}: cannot write ({found[2]}); "
-                      f"{_kept(tf.train.latest_checkpoint(str(directory)))}")
+    return TrainError(f"{failure}; {_kept(tf.train.latest_checkpoint(str(directory)))}")
 
 
 def _kept(last_good: str | None) -> str:
@@ -105,8 +101,8 @@ class Checkpoints:
             shutil.rmtree(directory / f"ckpt-{number}_temp", ignore_errors=True)
             for part in directory.glob(f"ckpt-{number}.*"):
                 part.unlink(missing_ok=True)
-        found = WRITE_FAILURE.search(err.message)
-        reason = found[2] if found else type(err).__name__
+        failure = tensorflow_write_failure(err)
+        reason = failure.reason if failure else type(err).__name__
         return TrainError(f"{unfinished}: cannot write the checkpoint ({reason}); "
                           f"{_kept(last_good)}")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.args import output_folder, positive_int
-from plumbing.files import atomic_write
+from plumbing.files import atomic_write, tensorflow_write_failure
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -305,11 +305,18 @@ def export_pngs(out_dir, count: int, invert: bool = False, data_dir=None) -> lis
 
 
 def run_cli(main):
-    """Run a CLI entry point: bad data or a missing file ends it with one line, exit 2."""
+    """Run a CLI entry point: bad data, a missing file or a file that cannot be written
+    (TensorFlow's event files included) ends it with one line, exit 2."""
     try:
         return main()
     except (MnistError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:
+        failure = tensorflow_write_failure(err)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         sys.exit(2)
 
 

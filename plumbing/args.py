@@ -7,7 +7,8 @@
 
 The number types refuse nan and inf (a learning rate of nan trains nothing and reports
 nothing useful); the path types refuse an output that could not be written at the end
-of a long run. Plain Python, so bad arguments are refused before TensorFlow loads.
+of a long run, by trying the write (docs/outputs.md). Plain Python, so bad arguments are
+refused before TensorFlow loads.
 """
 from __future__ import annotations
 

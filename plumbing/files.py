@@ -17,7 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import sys
 from pathlib import Path
+
+# How TensorFlow reports a file it could not write (a checkpoint, an event file):
+# "{{function_node ...}} PATH; No space left on device ..."
+TENSORFLOW_WRITE_FAILURE = re.compile(r"(\S+); (No space left on device|Disk quota exceeded|"
+                                      r"Read-only file system|Permission denied)")
 
 
 class WriteError(OSError):
@@ -29,6 +36,16 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: cannot write ({self.reason})"
+
+
+def tensorflow_write_failure(err: BaseException) -> WriteError | None:
+    """The WriteError naming the file when `err` is TensorFlow failing to write one (a full
+    disk under TensorBoard's event files, say), else None. Imports no TensorFlow."""
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not isinstance(err, tf.errors.OpError):
+        return None
+    found = TENSORFLOW_WRITE_FAILURE.search(err.message)
+    return WriteError(found[1], found[2]) if found else None
 
 
 def make_folders(folder: Path) -> list[Path]:
