@@ -37,7 +37,7 @@ from comparison.params import (DEFAULT_MODELS, ComparisonError, param_comparison
 from scratch import zoo
 from plumbing.args import (at_most, batch_size, epoch_count, figure_file, output_file,
                            output_folder, positive_int, seed_number)
-from plumbing.files import save_figure, write_json
+from plumbing.files import write_figure, write_json
 from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 
 COMMANDS = ("run", "params", "gradcheck", "bench", "exercise", "check", "profile", "bugs")
@@ -197,7 +197,7 @@ def save_figure(results: dict, path: Path) -> None:
         for ax in row[:3]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, dpi=90)
+    write_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

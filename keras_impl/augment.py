@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from keras_impl.data import add_data_dir_arg, load_split, run_cli
 from plumbing.args import at_most, figure_file, nonnegative_float, positive_int, seed_number
-from plumbing.files import save_figure
+from plumbing.files import write_figure
 
 IMAGE_SIZE = 28
 CENTRE = (IMAGE_SIZE - 1) / 2  # pixel centres sit at integer coordinates 0..27
@@ -268,7 +268,7 @@ def plot_examples(images, config: Augmentation, seed: int, path, versions: int =
                 ax.set(xticks=[], yticks=[])
                 ax.spines[:].set_visible(ax.has_data())
             ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    save_figure(fig, path, dpi=100)
+    write_figure(fig, path, dpi=100)
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
     write_json(path, report)                    # the whole file or the old one
     atomic_write(path, lambda f: f.write(data))
-    save_figure(fig, "loss.png", dpi=100)       # matplotlib, the same way
+    write_figure(fig, "loss.png", dpi=100)       # matplotlib, the same way
     with atomic_path("model.keras") as tmp:     # for libraries that want a file name
         model.save(tmp)
 
@@ -115,7 +115,7 @@ def write_text(path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def save_figure(fig, path, **savefig_args) -> None:
+def write_figure(fig, path, **savefig_args) -> None:
     """matplotlib's fig.savefig(path, ...), written atomically (format from the suffix)."""
     path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".").lower(),

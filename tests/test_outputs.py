@@ -143,12 +143,12 @@ def left_on(folder: Path) -> list[str]:
 def test_writes_on_a_full_disk_fail_in_one_line_and_leave_no_file(full_disk):
     from matplotlib.figure import Figure
 
-    from plumbing.files import WriteError, save_figure, write_json
+    from plumbing.files import WriteError, write_figure, write_json
 
     fig = Figure()
     fig.add_subplot().plot([0, 1], [1, 0])
     for write, name in [(lambda path: write_json(path, {"x": list(range(5000))}), "a.json"),
-                        (lambda path: save_figure(fig, path), "new/a.png")]:
+                        (lambda path: write_figure(fig, path), "new/a.png")]:
         with pytest.raises(WriteError) as err:
             write(full_disk / name)
         assert str(err.value) == f"{full_disk / name}: cannot write (No space left on device)"

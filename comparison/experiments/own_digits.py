@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from comparison.experiments.runs import ExperimentError, mnist_test_accuracy, run_training
-from plumbing.files import atomic_write, save_figure
+from plumbing.files import atomic_write, write_figure
 
 # Fonts that come with matplotlib (so every machine has them), then PIL's own.
 FONT_FILES = ["DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "DejaVuSans-Bold",
@@ -167,4 +167,4 @@ def plot_own_digits(result: dict, path: Path) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{result['model_path']}: {result['accuracy']:.1%} of "
                  f"{result['count']} drawn digits right")
-    save_figure(fig, path, dpi=100)
+    write_figure(fig, path, dpi=100)
