@@ -207,8 +207,7 @@ def run_test(args, console: Console) -> int:
                   output="probabilities" if outputs_probabilities(model) else "logits")
     print_report(result, console)
     if args.plots:
-        plots = Path(args.plots)
-        plots.mkdir(parents=True, exist_ok=True)
+        plots = Path(args.plots)  # made by the first figure written into it
         probs = np.exp(log_probs)
         plot_confusion(result["confusion_matrix"], plots / "confusion_matrix.png")
         written = plot_misclassified(images, labels, probs, plots / "misclassified")
@@ -293,7 +292,6 @@ def run_apply(model, args, console: Console) -> int:
             console.print(f"{name}  {int(p.argmax())}  {p.max():.1%}", soft_wrap=True,
                           highlight=False)
         if args.plots:
-            Path(args.plots).mkdir(parents=True, exist_ok=True)
             plot_predictions(np.stack(inputs), None, probs, Path(args.plots) / "apply.png",
                              title="your digits as the network sees them")
         if args.explain:

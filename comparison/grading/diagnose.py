@@ -167,7 +167,6 @@ def heatmap(actual, expected, path, title: str, mask=None) -> Path:
     ax.set_ylabel(ylabel, fontsize=8)
     fig.colorbar(shown, ax=ax, label="relative error |a - b| / max(|a|, |b|)")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_figure(fig, path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path
