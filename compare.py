@@ -15,7 +15,7 @@ import sys
 
 from rich.console import Console
 
-from keras_impl.data import SPLITS, MnistError, add_data_dir_arg, load_split
+from keras_impl.data import SPLITS, MnistError, add_data_dir_arg, load_split, run_cli
 from plumbing.args import output_file
 from plumbing.files import write_json
 from scratch.cli import check_optimizer_args, model_name
@@ -81,6 +81,8 @@ def parse_args(argv) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Run the chosen command: exit 1 when the twins disagree or a check fails, 2 with one
+    line for bad input (data, files, an output that cannot be written)."""
     from comparison.params import ComparisonError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -90,19 +92,19 @@ def main(argv=None) -> int:
             for split in SPLITS:
                 load_split(split, args.data_dir)
         output = args.module.main(args, console)
+        if isinstance(output, int):  # a command without --json (the lab): its exit status
+            return output
+        if getattr(args, "json", None):
+            write_json(args.json, output)
+            console.print(f"numbers: {args.json}")
     except ComparisonError as err:  # the twins disagree: the check failed
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except (MnistError, OSError) as err:  # bad input, as every command line reports it
+    except (MnistError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if isinstance(output, int):  # a command without --json (the lab): its exit status
-        return output
-    if getattr(args, "json", None):
-        write_json(args.json, output)
-        console.print(f"numbers: {args.json}")
     return 1 if output.get("passed") is False else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

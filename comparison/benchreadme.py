@@ -14,10 +14,10 @@ No TensorFlow here: compare.py checks its arguments before TensorFlow loads.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from plumbing.files import atomic_write
+from plumbing.args import output_file
+from plumbing.files import write_text
 
 START, END = "<!-- bench table: start -->", "<!-- bench table: end -->"
 
@@ -33,8 +33,7 @@ def readme_file(text: str) -> Path:
     path = Path(text)
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file (the README to update)")
-    if not os.access(path, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text}: not writable")
+    output_file(text)  # rewritten atomically: a new file beside it, renamed onto it
     try:
         body = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -97,4 +96,4 @@ def rewrite_readme(path: Path, table: str) -> None:
     bare = [line.rstrip("\r\n") for line in lines]
     start, end = bare.index(START), bare.index(END)
     text = "".join(lines[:start + 1]) + table + "\n" + "".join(lines[end:])
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    write_text(path, text)

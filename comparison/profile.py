@@ -36,6 +36,7 @@ from comparison.bench import layer_flops, matmul_peak
 from keras_impl.zoo_model import arch_layers
 from comparison.params import DEFAULT_MODELS
 from comparison.twin import optimizer_pair, twin_pair
+from plumbing.files import write_figure
 from keras_impl.data import make_dataset
 from keras_impl.train import make_train_step
 from plumbing.args import at_most, figure_file, positive_int
@@ -326,7 +327,7 @@ def save_figure(results: list[dict], path) -> None:
                      f"(batch {result['batch_size']})")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    write_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

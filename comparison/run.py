@@ -18,6 +18,7 @@ from rich.table import Table
 
 from comparison.grading import bugs
 from comparison.params import DEFAULT_MODELS, param_comparison, print_param_table
+from plumbing.files import write_figure
 from plumbing.args import batch_size, epoch_count, figure_file, output_folder, positive_int, seed_number
 from scratch import zoo
 from scratch.cli import add_optimizer_args
@@ -197,7 +198,7 @@ def save_figure(results: dict, path: Path) -> None:
         for ax in row[:3]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    write_figure(fig, path, dpi=90)
     plt.close(fig)
 
 

@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from keras_impl.data import add_data_dir_arg, load_split, run_cli
 from plumbing.args import at_most, figure_file, nonnegative_float, positive_int, seed_number
+from plumbing.files import write_figure
 
 IMAGE_SIZE = 28
 CENTRE = (IMAGE_SIZE - 1) / 2  # pixel centres sit at integer coordinates 0..27
@@ -131,23 +132,35 @@ def thicken(images, amount):
     return tf.transpose(out, (3, 1, 2, 0))
 
 
+def random_parameters(batch, seed, config: Augmentation) -> dict:
+    """Each image's draws: {"thickness": (B,), "rotation": (B,) degrees, "scale": (B,),
+    "shift": (B, 2) pixels as (dx, dy), "elastic": a seed (2,) for the warp}.
+
+    seed: int tensor of shape (2,), split into one key per transform, so that the draws
+    are independent of each other (a digit turned further is not also larger).
+    """
+    keys = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
+    low, high = config.scale
+    uniform = tf.random.stateless_uniform
+    return {"thickness": uniform([batch], keys[0], -config.thickness, config.thickness),
+            "rotation": uniform([batch], keys[1], -config.rotation, config.rotation),
+            "scale": uniform([batch], keys[2], low, high),
+            "shift": uniform([batch, 2], keys[3], -config.shift, config.shift),
+            "elastic": keys[4]}
+
+
 def augment_batch(images, seed, config: Augmentation):
     """Randomly transformed copies of images (B, 28, 28, 1) float32 in [0, 1], same shape.
 
     seed: int tensor of shape (2,). Every image gets its own thickness, rotation, scale
-    and shift (and elastic warp); the result is clipped to [0, 1].
+    and shift (and elastic warp), drawn by random_parameters; the result is clipped to
+    [0, 1].
     """
-    batch = tf.shape(images)[0]
-    keys = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
-    low, high = config.scale
-    out = thicken(images, tf.random.stateless_uniform(
-        [batch], keys[0], -config.thickness, config.thickness))
-    out = affine(out,
-                 tf.random.stateless_uniform([batch], keys[1], -config.rotation, config.rotation),
-                 tf.random.stateless_uniform([batch], keys[2], low, high),
-                 tf.random.stateless_uniform([batch, 2], keys[3], -config.shift, config.shift))
+    drawn = random_parameters(tf.shape(images)[0], seed, config)
+    out = thicken(images, drawn["thickness"])
+    out = affine(out, drawn["rotation"], drawn["scale"], drawn["shift"])
     if config.elastic_alpha > 0:
-        out = elastic(out, keys[4], config.elastic_alpha, config.elastic_sigma)
+        out = elastic(out, drawn["elastic"], config.elastic_alpha, config.elastic_sigma)
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
@@ -255,7 +268,7 @@ def plot_examples(images, config: Augmentation, seed: int, path, versions: int =
                 ax.set(xticks=[], yticks=[])
                 ax.spines[:].set_visible(ax.has_data())
             ax_row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
 
 
 def main(argv=None) -> int:

@@ -17,10 +17,12 @@ CHECKPOINTS_KEPT.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import tensorflow as tf
 
+from plumbing.files import tensorflow_write_failure
 from plumbing.interrupts import interrupts_deferred
 
 CHECKPOINTS_KEPT = 3
@@ -28,6 +30,20 @@ CHECKPOINTS_KEPT = 3
 
 class TrainError(Exception):
     """A run that cannot start or continue; the message is one line."""
+
+
+def failed_write(err: tf.errors.OpError, directory) -> TrainError | None:
+    """The one-line TrainError for TensorFlow failing to write a file of the run (a full
+    disk under the event files, say), naming the file and the checkpoint --resume
+    continues from (in `directory`); None when `err` is about something else."""
+    failure = tensorflow_write_failure(err)
+    if failure is None:
+        return None
+    return TrainError(f"{failure}; {_kept(tf.train.latest_checkpoint(str(directory)))}")
+
+
+def _kept(last_good: str | None) -> str:
+    return f"--resume continues from {last_good}" if last_good else "no checkpoint was kept"
 
 
 class Checkpoints:
@@ -63,10 +79,32 @@ class Checkpoints:
                              f"{first_line})") from None
 
     def save(self, history: list[dict]) -> str:
-        """Write checkpoint ckpt-N after N = len(history) completed epochs; returns its path."""
+        """Write checkpoint ckpt-N after N = len(history) completed epochs; returns its path.
+
+        A write that fails (a full disk, say) removes what it wrote of ckpt-N and raises
+        TrainError naming it; the checkpoints before it stay, for --resume."""
+        number = len(history)
         with interrupts_deferred():
             self.history.assign(json.dumps(history))
-            return self.manager.save(checkpoint_number=len(history))
+            try:
+                return self.manager.save(checkpoint_number=number)
+            except tf.errors.OpError as err:
+                raise self._failed_save(number, err) from None
+
+    def _failed_save(self, number: int, err: tf.errors.OpError) -> TrainError:
+        """Remove the parts of unfinished ckpt-`number` (its `_temp` folder of shards, a
+        .index or .data the checkpoint list never got); the error to raise."""
+        directory = Path(self.manager.directory)
+        last_good = tf.train.latest_checkpoint(str(directory))  # the list on disk
+        unfinished = directory / f"ckpt-{number}"
+        if last_good != str(unfinished):
+            shutil.rmtree(directory / f"ckpt-{number}_temp", ignore_errors=True)
+            for part in directory.glob(f"ckpt-{number}.*"):
+                part.unlink(missing_ok=True)
+        failure = tensorflow_write_failure(err)
+        reason = failure.reason if failure else type(err).__name__
+        return TrainError(f"{unfinished}: cannot write the checkpoint ({reason}); "
+                          f"{_kept(last_good)}")
 
     @property
     def step(self) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.args import output_folder, positive_int
+from plumbing.files import atomic_write, tensorflow_write_failure
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
@@ -294,22 +295,28 @@ def export_pngs(out_dir, count: int, invert: bool = False, data_dir=None) -> lis
 
     images, labels = load_mnist("test", data_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i in range(min(count, len(labels))):
         pixels = 255 - images[i] if invert else images[i]
         path = out_dir / f"example_input_{i}_{labels[i]}.png"
-        Image.fromarray(pixels).save(path)
+        atomic_write(path, lambda f: Image.fromarray(pixels).save(f, format="PNG"))
         written.append(path)
     return written
 
 
 def run_cli(main):
-    """Run a CLI entry point: bad data or a missing file ends it with one line, exit 2."""
+    """Run a CLI entry point: bad data, a missing file or a file that cannot be written
+    (TensorFlow's event files included) ends it with one line, exit 2."""
     try:
         return main()
     except (MnistError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as err:
+        failure = tensorflow_write_failure(err)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
         sys.exit(2)
 
 

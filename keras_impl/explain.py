@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 from matplotlib.figure import Figure
 
-from keras_impl.zoo_model import arch_layers
-from keras_impl.zoo_model import batch_input_shape
+from keras_impl.zoo_model import arch_layers, batch_input_shape
+from plumbing.files import write_figure
 from scratch.explain import (IG_STEPS, OCCLUSION_FILL, OCCLUSION_PATCH, OCCLUSION_STRIDE, SIDE,
                              checked_targets, occluded_copies, occlusion_map, path_points)
 
@@ -153,7 +153,7 @@ def plot_explanations(model, images, captions, classes, path, title: str) -> Pat
     if not len(images):  # e.g. a model that gets every test digit right
         fig = Figure(figsize=(6, 1.5))
         fig.text(0.5, 0.5, f"{title}: none", ha="center", va="center")
-        fig.savefig(path, dpi=110)
+        write_figure(fig, path, dpi=110)
         return Path(path)
     maps = [METHOD_FUNCTIONS[method](model, images, targets) for _, method, targets in columns]
     fig = Figure(figsize=(1.9 * (1 + len(columns)), 2.0 * len(images)), layout="constrained")
@@ -169,7 +169,7 @@ def plot_explanations(model, images, captions, classes, path, title: str) -> Pat
             ax.set_title(f"{name}, {label} {targets[i]}", fontsize=8)
     fig.suptitle(f"{title}\nsaliency |dS/dx| (bright: sensitive); integrated gradients "
                  "(red: for the class, blue: against)", fontsize=9)
-    fig.savefig(path, dpi=110)
+    write_figure(fig, path, dpi=110)
     return Path(path)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from plumbing.quiet import h5_notice_silenced  # first: quiets TensorFlow's start-up
 import argparse
 import json
-import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from keras_impl.zoo_model import TwinNet, build_sequential, keras_layer
 from keras_impl.model_files import ModelFileError, load_model
 from scratch import zoo
 from plumbing.args import output_file
+from plumbing.files import atomic_write
 from scratch.registry import KINDS
 
 MAX_BYTES = 500_000_000  # graders accept files under 500 MB
@@ -120,15 +121,16 @@ def _difference(before, after, where: str = "config") -> str:
 def write_h5(model: keras.Sequential, path) -> None:
     """Save a Sequential of built-in layers as an .h5 that Keras 3.5 and newer load.
 
-    Written to a temporary file beside `path`, its config rewritten with
-    `keras_3_5_config`, reloaded to check that every layer comes back with the
-    same model config, checked against MAX_BYTES, and only then moved onto `path`.
+    Written to a temporary folder, its config rewritten with `keras_3_5_config`,
+    reloaded to check that every layer comes back with the same model config,
+    checked against MAX_BYTES, and only then copied onto `path` atomically. (h5py
+    meets a full disk with errors of its own; the copy with an OSError naming `path`.)
     """
     path = Path(path)
     if path.suffix not in H5_SUFFIXES:
         raise ExportError(f"{path}: expected a file name ending in .h5 (Keras loads by suffix)")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.h5")
-    try:
+    with tempfile.TemporaryDirectory(prefix="twinnet-export-") as folder:
+        tmp = Path(folder) / path.name
         with h5_notice_silenced():  # .h5 is what the graders load
             model.save(tmp)
         with h5py.File(tmp, "r+") as f:
@@ -146,9 +148,8 @@ def write_h5(model: keras.Sequential, path) -> None:
         size = tmp.stat().st_size
         if size >= MAX_BYTES:
             raise ExportError(f"{path}: {size:,} bytes, graders accept under {MAX_BYTES:,}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        with open(tmp, "rb") as source:
+            atomic_write(path, lambda f: shutil.copyfileobj(source, f))
 
 
 def _kernel_l2(layers) -> float:

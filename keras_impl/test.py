@@ -53,7 +53,7 @@ from keras_impl.digits import DigitImageError, collect_images, preprocess_file
 from keras_impl.model_files import ModelFileError, check_model_file, load_model
 from scratch import zoo
 from plumbing.args import output_file, output_folder
-from plumbing.files import write_json
+from plumbing.files import write_figure, write_json
 
 PROB_EPSILON = 1e-7  # Keras's clip for cross-entropy on probabilities
 MISCLASSIFIED_SHOWN = 12
@@ -142,7 +142,7 @@ def plot_confusion(cm, path) -> None:
                 color="white" if count > cm.max() / 2 else "black")
     ax.set(xticks=range(10), yticks=range(10), xlabel="predicted digit", ylabel="true digit",
            title="confusion matrix")
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path, dpi=120)
 
 
 def plot_misclassified(images, labels, probs, base: Path) -> list[Path]:
@@ -168,7 +168,7 @@ def plot_misclassified(images, labels, probs, base: Path) -> list[Path]:
                  "(blue: true, red: predicted)")
     paths = [base.with_suffix(".pdf"), base.with_suffix(".png")]
     for path in paths:
-        fig.savefig(path, dpi=120)
+        write_figure(fig, path, dpi=120)
     return paths
 
 
@@ -194,7 +194,7 @@ def plot_predictions(images, labels, probs, path, title="test digits") -> None:
         ax.set_title(text, color=colour, fontsize=9)
         ax.axis("off")
     fig.suptitle(title)
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path, dpi=120)
 
 
 def run_test(args, console: Console) -> int:
@@ -207,8 +207,7 @@ def run_test(args, console: Console) -> int:
                   output="probabilities" if outputs_probabilities(model) else "logits")
     print_report(result, console)
     if args.plots:
-        plots = Path(args.plots)
-        plots.mkdir(parents=True, exist_ok=True)
+        plots = Path(args.plots)  # made by the first figure written into it
         probs = np.exp(log_probs)
         plot_confusion(result["confusion_matrix"], plots / "confusion_matrix.png")
         written = plot_misclassified(images, labels, probs, plots / "misclassified")
@@ -293,7 +292,6 @@ def run_apply(model, args, console: Console) -> int:
             console.print(f"{name}  {int(p.argmax())}  {p.max():.1%}", soft_wrap=True,
                           highlight=False)
         if args.plots:
-            Path(args.plots).mkdir(parents=True, exist_ok=True)
             plot_predictions(np.stack(inputs), None, probs, Path(args.plots) / "apply.png",
                              title="your digits as the network sees them")
         if args.explain:

@@ -48,16 +48,16 @@ from __future__ import annotations
 import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from rich.console import Console
 
 from keras_impl.augment import Augmentation
-from keras_impl.checkpoints import TrainError
+from keras_impl.checkpoints import TrainError, failed_write
 from keras_impl.data import add_data_dir_arg, make_dataset, run_cli
 from keras_impl.export import ExportError, export_h5
 from plumbing.interrupts import sigterm_as_interrupt, stop_signal_name
@@ -65,12 +65,13 @@ from keras_impl.zoo_model import batch_input_shape, build_sequential, build_twin
 from keras_impl.optimizers import make_optimizer
 from keras_impl.train import epoch_length, fit_baseline, fit_custom, make_loss_fn
 from scratch import zoo
-from plumbing.args import (batch_size, epoch_count, fraction, nonnegative_float, output_file,
-                           output_folder, positive_int, seed_number)
-from plumbing.files import write_json
+from plumbing.args import (batch_size, checked_output, epoch_count, fraction, nonnegative_float,
+                           output_file, output_folder, positive_int, seed_number)
+from plumbing.files import WriteError, atomic_path, write_json
 from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 from scratch.optim import DEFAULT_LR, CosineDecay
 
+MODEL_FILES = ("model.keras", "model.h5")  # the trained model, and the graders' export
 # Settings a resumed run must share (the checkpoint restores the learning rate too).
 RESUME_KEYS = ("model", "loop", "optimizer", "lr", "momentum", "nesterov", "l2", "batch_size",
                "seed", "limit", "schedule", "warmup_epochs", "label_smoothing", "augment")
@@ -123,7 +124,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.warmup_epochs and (args.schedule != "cosine" or args.warmup_epochs >= args.epochs):
         parser.error("--warmup-epochs needs --schedule cosine and must be below --epochs")
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
-    args.logdir = Path(args.logdir or Path("runs") / f"{args.model}-{args.loop}")
+    if args.logdir is None:
+        args.logdir = checked_output(parser, "--logdir", output_folder,
+                                     Path("runs") / f"{args.model}-{args.loop}")
+    for name in MODEL_FILES:  # written after the training: refused before it
+        checked_output(parser, "--logdir", output_file, args.logdir / name)
     return args
 
 
@@ -152,13 +157,9 @@ def check_run_config(logdir: Path, config: dict, resume: bool) -> None:
 def save_final(model, logdir) -> dict:
     """Write model.keras and the graders' model.h5, each atomically; returns their paths."""
     logdir = Path(logdir)
-    paths = {"keras": logdir / "model.keras", "h5": logdir / "model.h5"}
-    partial = paths["keras"].with_name("model.partial.keras")  # Keras wants the suffix
-    try:
-        model.save(partial)
-        os.replace(partial, paths["keras"])
-    finally:
-        partial.unlink(missing_ok=True)
+    paths = dict(zip(("keras", "h5"), (logdir / name for name in MODEL_FILES)))
+    with atomic_path(paths["keras"]) as tmp:
+        model.save(tmp)
     export_h5(model, paths["h5"])  # writes to a temporary file and checks it itself
     return {kind: str(p) for kind, p in paths.items()}
 
@@ -190,9 +191,15 @@ def train(args: argparse.Namespace, console=None) -> dict:
     if not args.resume:
         write_json(args.logdir / "run.json", config)
     optimizer = make_optimizer(args.optimizer, args.lr, args.momentum, args.nesterov, schedule)
-    result = fit(model, train_ds, val_ds, epochs=args.epochs, optimizer=optimizer,
-                 logdir=args.logdir, resume=args.resume, console=console,
-                 loss_fn=make_loss_fn(args.label_smoothing))
+    try:
+        result = fit(model, train_ds, val_ds, epochs=args.epochs, optimizer=optimizer,
+                     logdir=args.logdir, resume=args.resume, console=console,
+                     loss_fn=make_loss_fn(args.label_smoothing))
+    except tf.errors.OpError as err:  # a full disk under the event files, say
+        failure = failed_write(err, args.logdir / "checkpoints")
+        if failure is None:
+            raise
+        raise failure from None
     result.update(config=config, logdir=str(args.logdir))
     if result["status"] == "completed":
         try:
@@ -200,6 +207,9 @@ def train(args: argparse.Namespace, console=None) -> dict:
                 result["saved"] = save_final(model, args.logdir)
         except KeyboardInterrupt as stop:  # the training is checkpointed: --resume saves
             result.update(status="interrupted", signal=stop_signal_name(stop), saving=True)
+        except WriteError as err:  # a full disk, say
+            raise TrainError(f"{err}; the training is checkpointed: the same command plus "
+                             "--resume writes the model files again") from None
     if args.json:
         write_json(args.json, result)
     return result

@@ -7,14 +7,18 @@
 
 The number types refuse nan and inf (a learning rate of nan trains nothing and reports
 nothing useful); the path types refuse an output that could not be written at the end
-of a long run. Plain Python, so bad arguments are refused before TensorFlow loads.
+of a long run, by trying the write (docs/outputs.md). Plain Python, so bad arguments are
+refused before TensorFlow loads.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
+
+from plumbing.files import make_folders, remove_folders
 
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 60_000  # MNIST's whole training set: a larger batch is that same batch
@@ -75,12 +79,25 @@ seed_number = at_most(nonnegative_int, MAX_SEED)
 
 
 def _writable_folder(folder: Path) -> None:
-    """Refuse `folder` unless it is, or can be made inside, a folder we may write in."""
+    """Refuse `folder` unless a file can be written in it: its missing folders are made
+    and a file created in it, then all of that removed again. (Trying, rather than
+    os.access, also catches what root may not write: a read-only or pseudo file system.)"""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         raise argparse.ArgumentTypeError(f"'{existing}' is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write in '{existing}'")
+    try:
+        made = make_folders(folder)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(
+            f"cannot make the folder '{err.filename or folder}' ({err.strerror})") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".twinnet-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot write in '{folder}' ({err.strerror})") from None
+    finally:
+        remove_folders(made)
 
 
 def output_file(text: str) -> Path:
@@ -109,6 +126,16 @@ def output_folder(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text!r} is a file, expected a folder")
     _writable_folder(path)
     return path
+
+
+def checked_output(parser: argparse.ArgumentParser, option: str, kind, path) -> Path:
+    """kind(path) for an output known only after parsing (a default made from other
+    options, a file inside an output folder); refused as argparse refuses an argument:
+    "error: argument --logdir: ...", exit 2."""
+    try:
+        return kind(str(path))
+    except argparse.ArgumentTypeError as err:
+        parser.error(f"argument {option}: {err}")
 
 
 def input_file(text: str) -> Path:

@@ -243,3 +243,51 @@ def test_shifted_option_errors(tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:
         keras_test.main(["--model-path", str(tmp_path / "m.keras"), *extra])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_two_epochs_in_the_same_order_get_different_augmentations(idx_folder):
+    """Without shuffling the images come in the same order every epoch: only new draws
+    make the two epochs differ."""
+    first, second = epochs(idx_folder, Augmentation(), shuffle=False)
+    assert np.array_equal(first[1], second[1])  # the same labels in the same order
+    changed = np.mean([not np.array_equal(a, b) for a, b in zip(first[0], second[0])])
+    assert changed > 0.99, f"only {changed:.1%} of the images got new draws"
+
+
+def test_each_transform_draws_independently_of_the_others():
+    """Over 4,000 images the correlation of any two draws stays near 0 (its standard
+    error is 1/sqrt(4000) = 0.016); one key shared by two transforms makes it 1."""
+    drawn = augment.random_parameters(4000, tf.constant([3, 4]), Augmentation())
+    columns = {"thickness": drawn["thickness"], "rotation": drawn["rotation"],
+               "scale": drawn["scale"], "dx": drawn["shift"][:, 0], "dy": drawn["shift"][:, 1]}
+    names = list(columns)
+    correlation = np.corrcoef(np.stack([columns[n].numpy() for n in names]))
+    for i, j in zip(*np.triu_indices(len(names), k=1)):
+        assert abs(correlation[i, j]) < 0.08, (names[i], names[j], correlation[i, j])
+
+
+def test_augment_batch_applies_the_drawn_rotation_scale_and_shift():
+    """A thin bar through the centre, augmented: its measured angle (principal axis of
+    the ink), length (spread along that axis) and centre of mass follow the drawn
+    rotation, scale and shift of each image."""
+    bar = np.zeros((1, 28, 28, 1), np.float32)
+    bar[0, 13:15, 6:22, 0] = 1.0  # horizontal, centred on (13.5, 13.5)
+    images = tf.constant(np.repeat(bar, 200, axis=0))
+    config = Augmentation(rotation=30.0, thickness=0.0)
+    seed = tf.constant([5, 6])
+    out = augment_batch(images, seed, config).numpy()[..., 0]
+    drawn = {k: v.numpy() for k, v in augment.random_parameters(200, seed, config).items()}
+    rows, cols = np.mgrid[:28, :28]
+    mass = out.sum(axis=(1, 2))
+    x = (out * cols).sum(axis=(1, 2)) / mass  # to the right
+    y = (out * rows).sum(axis=(1, 2)) / mass  # down
+    dx, dy = cols - x[:, None, None], rows - y[:, None, None]
+    cxx, cyy = ((out * dx**2).sum(axis=(1, 2)) / mass, (out * dy**2).sum(axis=(1, 2)) / mass)
+    cxy = (out * dx * dy).sum(axis=(1, 2)) / mass
+    angle = -np.degrees(0.5 * np.arctan2(2 * cxy, cxx - cyy))  # anticlockwise as displayed
+    length = np.sqrt(0.5 * (cxx + cyy + np.hypot(cxx - cyy, 2 * cxy)))
+    # bilinear resampling of a 2-pixel bar moves its measured centre by up to 0.12 px
+    assert np.allclose(x, 13.5 + drawn["shift"][:, 0], atol=0.2)
+    assert np.allclose(y, 13.5 + drawn["shift"][:, 1], atol=0.2)
+    assert np.allclose(angle, drawn["rotation"], atol=1.0)
+    assert np.corrcoef(length, drawn["scale"])[0, 1] > 0.95

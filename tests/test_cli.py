@@ -83,6 +83,21 @@ def test_path_types_refuse_what_cannot_be_written_or_read(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]  # none made
 
 
+def test_path_types_try_the_write_and_leave_nothing_behind(tmp_path):
+    """A folder is tried by making it and a file in it: what root may not write either (a
+    pseudo file system) is refused, and every folder and file the try made is gone."""
+    for kind in (args.output_file, args.figure_file):
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            kind("/proc/twinnet-no-such-folder/deeper/out.png")
+        assert str(info.value) == ("cannot make the folder '/proc/twinnet-no-such-folder' "
+                                   "(No such file or directory)")
+    with pytest.raises(argparse.ArgumentTypeError, match="^cannot write in '/proc' "):
+        args.output_folder("/proc")
+    assert args.output_folder(str(tmp_path / "a" / "b" / "c")) == tmp_path / "a" / "b" / "c"
+    assert args.output_file(str(tmp_path / "x.json")) == tmp_path / "x.json"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_refused_value_is_one_line_naming_the_flag(capsys):
     parser = argparse.ArgumentParser(prog="prog")
     cli.add_optimizer_args(parser)

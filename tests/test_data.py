@@ -46,6 +46,22 @@ def test_reader_rejects_bad_files_naming_them(tmp_path, case):
     assert data.FILES[key] in message and words in message and "\n" not in message
 
 
+@pytest.mark.parametrize("largest", [9, 10, 255])
+def test_labels_0_to_9_are_read_and_one_beyond_is_refused(tmp_path, largest):
+    labels = bytes([0, 5, largest])
+    folder = write_idx_folder(tmp_path, n_train=3,
+                              train_labels=idx_bytes(2049, (3,), labels))
+    paths = data.idx_paths(folder)
+    if largest <= 9:
+        assert data.read_idx_pair(paths["train_images"], paths["train_labels"])[1].tolist() \
+            == list(labels)
+        return
+    with pytest.raises(data.MnistError) as err:
+        data.read_idx_pair(paths["train_images"], paths["train_labels"])
+    assert str(err.value).endswith(f"train-labels-idx1-ubyte.gz: label {largest} out of "
+                                   "range 0..9")
+
+
 def test_missing_folder_says_how_to_point_at_data(tmp_path):
     with pytest.raises(data.MnistError, match="MNIST_DIR"):
         data.load_mnist("test", tmp_path / "nowhere")

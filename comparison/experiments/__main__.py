@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in HELP.items():
         sub = commands.add_parser(name, help=text, description=text)
         full, fast = FULL[name], FAST[name]
-        sub.add_argument("--out", type=output_folder, default=Path("runs") / "experiments",
+        sub.add_argument("--out", type=output_folder, default="runs/experiments",
                          help="where the JSON, the figure and the runs go "
                               "(default runs/experiments)")
         sub.add_argument("--fast", action="store_true",

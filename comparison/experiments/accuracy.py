@@ -38,7 +38,7 @@ import numpy as np
 from keras_impl.data import add_data_dir_arg, run_cli
 from scratch import zoo
 from plumbing.args import output_folder, seed_number
-from plumbing.files import write_json
+from plumbing.files import write_json, write_text
 
 # The accuracy model's recipe: augmentation, Adam with a 1-epoch warmup and cosine decay,
 # label smoothing 0.1 (common choices fixed in advance, watched on the validation split).
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("recipe", nargs="?", choices=list(RECIPES),
                         help="with run: which recipe")
     parser.add_argument("--seeds", type=seed_number, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=output_folder, default=Path("results/accuracy"))
+    parser.add_argument("--out", type=output_folder, default="results/accuracy")
     add_data_dir_arg(parser)
     args = parser.parse_args(argv)
     if args.action == "run" and args.recipe is None:
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_json(args.out / "accuracy.json", {"rows": rows})
-    (args.out / "accuracy.md").write_text(markdown(rows))
+    write_text(args.out / "accuracy.md", markdown(rows))
     print(markdown(rows))
     return 0
 

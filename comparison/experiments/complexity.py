@@ -12,6 +12,7 @@ from pathlib import Path
 
 from comparison.experiments.runs import (ExperimentError, mnist_test_accuracy, read_json,
                                          run_training, training_settings)
+from plumbing.files import write_figure
 from scratch import zoo
 
 # The models results/complexity.json records (a new zoo model joins through --models).
@@ -61,4 +62,4 @@ def plot_complexity(models: dict, path: Path) -> None:
     ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="test accuracy",
            title=f"zoo models after {'/'.join(map(str, epochs))} epochs")
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)

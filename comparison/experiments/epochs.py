@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from comparison.experiments.runs import run_training, training_settings
+from plumbing.files import write_figure
 from scratch import zoo
 
 
@@ -53,4 +54,4 @@ def plot_epochs(models: dict, path: Path) -> None:
             ax.legend(fontsize=8)
         column[0].plot(result["chosen_epoch"], result["chosen_val_accuracy"], "r*",
                        markersize=14)
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)

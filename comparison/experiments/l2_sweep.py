@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from comparison.experiments.runs import mnist_test_accuracy, run_training, training_settings
+from plumbing.files import write_figure
 
 HINTON_ACCURACY = 0.9847
 HINTON_SOURCE = ("LeCun, Cortes & Burges, The MNIST database, classifier table: '3-layer NN, "
@@ -94,4 +95,4 @@ def plot_l2(result: dict, path: Path) -> None:
     right.set(xlabel="epoch", ylabel="validation accuracy (mean over seeds)",
               title="validation accuracy per epoch, by L2 factor")
     right.legend(title="L2 factor", fontsize=8)
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)

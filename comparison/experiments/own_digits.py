@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from comparison.experiments.runs import ExperimentError, mnist_test_accuracy, run_training
+from plumbing.files import atomic_write, write_figure
 
 # Fonts that come with matplotlib (so every machine has them), then PIL's own.
 FONT_FILES = ["DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "DejaVuSans-Bold",
@@ -61,7 +62,7 @@ def draw_digits(folder, fonts: dict) -> list[Path]:
                           stroke_fill=0)
                 image = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
                 path = folder / f"{digit}_{font_name}_{variant}.png"
-                image.save(path)
+                atomic_write(path, lambda f: image.save(f, format="PNG"))
                 paths.append(path)
     return paths
 
@@ -166,4 +167,4 @@ def plot_own_digits(result: dict, path: Path) -> None:
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(f"{result['model_path']}: {result['accuracy']:.1%} of "
                  f"{result['count']} drawn digits right")
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from plumbing.files import write_figure
+
 FLOOR = 1e-3
 SAME = 1e-6  # two arrays "are" each other's transpose, multiple, ... within this
 
@@ -252,7 +254,6 @@ def heatmap(actual, expected, path, title: str, mask=None) -> Path:
     ax.set_ylabel(ylabel, fontsize=8)
     fig.colorbar(shown, ax=ax, label="relative error |a - b| / max(|a|, |b|)")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
+    write_figure(fig, path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path

@@ -18,6 +18,8 @@ import textwrap
 import types
 from pathlib import Path
 
+from plumbing.args import output_file
+from plumbing.files import write_text
 from scratch import layers, losses
 from scratch.registry import KINDS
 
@@ -137,7 +139,7 @@ def write_exercise(layer: str, out: Path, force: bool = False) -> Path:
     unless `force`: FileExistsError."""
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists: choose another --out, or --force to overwrite it")
-    out.write_text(exercise_source(layer, out.name))
+    write_text(out, exercise_source(layer, out.name))
     return out
 
 
@@ -145,7 +147,7 @@ def add_arguments(parser) -> None:
     """The arguments of `python compare.py exercise`."""
     parser.add_argument("layer", nargs="?", choices=layer_names(), metavar="LAYER",
                         help=f"the layer to write: {', '.join(layer_names())}")
-    parser.add_argument("--out", type=Path, help="the file to write (default exercise_LAYER.py)")
+    parser.add_argument("--out", type=output_file, help="the file to write (default exercise_LAYER.py)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--list", action="store_true", help="list the layers and exit")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from plumbing.args import nonnegative_int
+from plumbing.args import nonnegative_int, output_folder
 
 
 def add_arguments(parser) -> None:
@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
                         help="a trained twin pair: a folder with model.keras (keras_impl.train) "
                              "and/or a .npz (comparison.scratch_train --save), or one such file; "
                              "default: a quick convnet trained on first start and cached")
-    parser.add_argument("--cache-dir", metavar="DIR",
+    parser.add_argument("--cache-dir", metavar="DIR", type=output_folder,
                         help="where the quick convnet is cached (default ~/.cache/twinnet/lab)")
 
 

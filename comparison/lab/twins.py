@@ -30,6 +30,7 @@ import numpy as np
 from comparison import layout
 from keras_impl.export import ExportError, zoo_source
 from keras_impl.zoo_model import build_twinnet
+from plumbing.files import atomic_path, write_json
 from scratch.model import CheckpointError, build_model, load_npz, save_npz
 
 QUICK_ARCH = "convnet"
@@ -177,13 +178,12 @@ def train_quick(folder: Path, progress, should_stop, data_dir=None) -> Twins | N
     accuracy = float(metrics.accuracy.result())
     numpy_model = build_model(QUICK_ARCH)
     layout.to_numpy(model, numpy_model)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "model.partial.keras")  # Keras wants the suffix
-    os.replace(folder / "model.partial.keras", folder / "model.keras")
+    with atomic_path(folder / "model.keras") as tmp:
+        model.save(tmp)
     save_npz(numpy_model, folder / "model.npz")
     info = {"arch": QUICK_ARCH, "images": QUICK_IMAGES, "epochs": QUICK_EPOCHS,
             "val_accuracy": accuracy, "seconds": round(time.perf_counter() - started, 1)}
-    (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(folder / "info.json", info)
     return Twins(QUICK_ARCH, model, numpy_model, quick_source(folder, info, trained_now=True))
 
 
