@@ -109,6 +109,16 @@ def test_every_command_line_imports_quiet_first(path):
     assert names == ["plumbing.quiet"], f"{path}: first import is {names}"
 
 
+def test_importing_the_training_loop_installs_no_hook():
+    """A student who imports keras_impl.train sees TensorFlow as it is; the command
+    line (the same file run with -m) imports plumbing.quiet first."""
+    proc = subprocess.run([sys.executable, "-c", "import sys, keras_impl.train; "
+                           "print(sorted(m for m in sys.modules if m.startswith('plumbing')))"],
+                          cwd=ROOT, env=command_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
 # --- Ctrl-C with nothing to catch it -------------------------------------------------------
 
 def test_an_uncaught_ctrl_c_is_one_line_and_exits_as_ctrl_c():
