@@ -438,7 +438,8 @@ def test_resume_restores_weights_and_optimizer_state(tmp_path):
     assert moments and all(np.any(v.numpy() != 0) for v in moments)
 
 
-@pytest.mark.parametrize("run", [run_custom, run_fit], ids=["custom", "fit"])
+@pytest.mark.parametrize("run", [run_custom, partial(run_custom, steps_per_call=1), run_fit],
+                         ids=["custom", "custom-plain-loop", "fit"])
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
     _, good = run(tmp_path, epochs=1)
     nan_train, _ = train_and_val(overflow=True)
@@ -446,7 +447,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
     assert bad["status"] == "diverged" and bad["epoch"] == 2
     assert not np.isfinite(bad["bad_loss"])
     assert bad["checkpoint"] == good["checkpoint"]
-    restored = build_twinnet("fc16") if run is run_custom else build_sequential("fc16")
+    restored = build_sequential("fc16") if run is run_fit else build_twinnet("fc16")
     ckpts = Checkpoints(restored, make_optimizer("adam"), tmp_path / "checkpoints")
     assert len(ckpts.restore()) == 1
     assert all(np.isfinite(v.numpy()).all() for v in restored.weights)
