@@ -90,22 +90,21 @@ def label_digits(images: np.ndarray, labels, predictions, scale: int = 4) -> np.
 def write_epoch(model, optimizer, index: int, train: dict, val: dict, wrong: Misclassified,
                 train_writer, val_writer) -> None:
     """Epoch `index` (from 0): scalars in both writers, weight histograms and the
-    misclassified digits. train, val: {"loss", "accuracy"}; val may be {} (no data)."""
+    misclassified digits. train, val: {"loss", "accuracy"}."""
     with train_writer.as_default():
         tf.summary.scalar("epoch_loss", train["loss"], step=index)
         tf.summary.scalar("epoch_accuracy", train["accuracy"], step=index)
         tf.summary.scalar("epoch_learning_rate", float(optimizer.learning_rate), step=index)
         for variable in model.weights:
             tf.summary.histogram(variable.path, variable, step=index)
-    if val:
-        with val_writer.as_default():
-            tf.summary.scalar("epoch_loss", val["loss"], step=index)
-            tf.summary.scalar("epoch_accuracy", val["accuracy"], step=index)
-            if wrong.images:
-                tf.summary.image("misclassified",
-                                 label_digits(wrong.images, wrong.labels, wrong.predictions),
-                                 step=index, max_outputs=MISCLASSIFIED_SHOWN,
-                                 description="the first misclassified validation digits: "
-                                             "true label (white), prediction (red)")
+    with val_writer.as_default():
+        tf.summary.scalar("epoch_loss", val["loss"], step=index)
+        tf.summary.scalar("epoch_accuracy", val["accuracy"], step=index)
+        if wrong.images:
+            tf.summary.image("misclassified",
+                             label_digits(wrong.images, wrong.labels, wrong.predictions),
+                             step=index, max_outputs=MISCLASSIFIED_SHOWN,
+                             description="the first misclassified validation digits: "
+                                         "true label (white), prediction (red)")
     train_writer.flush()
     val_writer.flush()
