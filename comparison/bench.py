@@ -1,7 +1,7 @@
 """`python compare.py bench`: seconds per epoch of both implementations, measured in one run.
 
 For every model: the NumPy engine, Keras `fit()` and the Keras custom loop (as
-`keras_impl.train.fit_custom` runs it: `make_train_steps`, STEPS_PER_CALL steps per
+`keras_impl.runner.run_custom` runs it: `make_train_steps`, STEPS_PER_CALL steps per
 call) train on the same pipeline (batch 128) for a fraction of an epoch after a
 warm-up (tracing, caches), scaled to the 55,000-image epoch. Also measured in the
 same run: this machine's matmul peak (NumPy and TensorFlow, float32), each engine's
@@ -31,7 +31,6 @@ from threadpoolctl import threadpool_limits
 from keras_impl.data import make_dataset
 from keras_impl.zoo_model import build_sequential
 from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
-from keras_impl.train import make_train_step
 from comparison import benchreadme
 from comparison.memory import numpy_training_peak_mb
 from comparison.twin import optimizer_pair, twin_pair
@@ -158,7 +157,7 @@ def bench_model(name: str, fraction: float, data_dir=None) -> dict:
     numpy_seconds = {threads: min(times) for threads, times in numpy_times.items()}
     fit_seconds = min(fit_times)
 
-    train_steps = make_train_steps(make_train_step(pair.keras_model, keras_opt, pair.loss_fn))
+    train_steps = make_train_steps(pair.keras_model, keras_opt, pair.loss_fn)
     # One batch again and again, straight from memory: the same compute, no pipeline.
     repeated = tf.data.Dataset.from_tensors(next(iter(batches))).repeat(len(batches))
     custom_times, repeated_times = [], []

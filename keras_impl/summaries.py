@@ -1,6 +1,6 @@
 """What the custom loop writes for TensorBoard besides the quickstart's scalars.
 
-    write_batch_loss(loss, optimizer.iterations)   # inside train_step: one point per step
+    write_batch_loss(loss, optimizer.iterations)   # after every train_step: one point per step
     write_graph(model, input_spec, train_writer)   # the forward pass, once per run
     write_epoch(model, optimizer, epoch, train, val, wrong, train_writer, val_writer)
 
@@ -24,9 +24,9 @@ BATCH_LOSS = create_summary_metadata(display_name="batch_loss",
 def write_batch_loss(loss, step) -> None:
     """The step's loss as scalar `batch_loss` in the default writer (none: a no-op).
 
-    Called inside tf.functions. tf.summary.scalar would prefix the tag with the name
-    scope of a graph loop around the step (while/cond_1/batch_loss), so the scalar is
-    written with tf.summary.write and a fixed tag.
+    Called from Python (train.train_epoch) and inside keras_impl.multistep's graph
+    loop, where tf.summary.scalar would prefix the tag with the loop's name scope
+    (while/cond_1/batch_loss): the scalar is written with tf.summary.write and a fixed tag.
     """
     tf.summary.write("batch_loss", tf.cast(loss, tf.float32),
                      step=tf.cast(step, tf.int64), metadata=BATCH_LOSS)
@@ -90,22 +90,21 @@ def label_digits(images: np.ndarray, labels, predictions, scale: int = 4) -> np.
 def write_epoch(model, optimizer, index: int, train: dict, val: dict, wrong: Misclassified,
                 train_writer, val_writer) -> None:
     """Epoch `index` (from 0): scalars in both writers, weight histograms and the
-    misclassified digits. train, val: {"loss", "accuracy"}; val may be {} (no data)."""
+    misclassified digits. train, val: {"loss", "accuracy"}."""
     with train_writer.as_default():
         tf.summary.scalar("epoch_loss", train["loss"], step=index)
         tf.summary.scalar("epoch_accuracy", train["accuracy"], step=index)
         tf.summary.scalar("epoch_learning_rate", float(optimizer.learning_rate), step=index)
         for variable in model.weights:
             tf.summary.histogram(variable.path, variable, step=index)
-    if val:
-        with val_writer.as_default():
-            tf.summary.scalar("epoch_loss", val["loss"], step=index)
-            tf.summary.scalar("epoch_accuracy", val["accuracy"], step=index)
-            if wrong.images:
-                tf.summary.image("misclassified",
-                                 label_digits(wrong.images, wrong.labels, wrong.predictions),
-                                 step=index, max_outputs=MISCLASSIFIED_SHOWN,
-                                 description="the first misclassified validation digits: "
-                                             "true label (white), prediction (red)")
+    with val_writer.as_default():
+        tf.summary.scalar("epoch_loss", val["loss"], step=index)
+        tf.summary.scalar("epoch_accuracy", val["accuracy"], step=index)
+        if wrong.images:
+            tf.summary.image("misclassified",
+                             label_digits(wrong.images, wrong.labels, wrong.predictions),
+                             step=index, max_outputs=MISCLASSIFIED_SHOWN,
+                             description="the first misclassified validation digits: "
+                                         "true label (white), prediction (red)")
     train_writer.flush()
     val_writer.flush()

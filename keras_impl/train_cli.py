@@ -8,9 +8,10 @@
         --warmup-epochs 1 --label-smoothing 0.1 --lr 0.002     # the accuracy recipe
 
 --loop fit     the Sequential model, compile()/fit() and Keras's TensorBoard callback.
---loop custom  (default) the subclassed TwinNet, @tf.function train/test steps (the
-               training steps 20 per call, batches drawn in the graph:
-               keras_impl.multistep), keras.metrics accumulators, a rich progress bar
+--loop custom  (default) the subclassed TwinNet and keras_impl.train's GradientTape
+               loop, the training steps --steps-per-call (20) per tf.function call,
+               batches drawn in the graph (keras_impl.multistep; 1: the plain loop, a
+               train_step call per batch), keras.metrics accumulators, a rich progress bar
                and our own TensorBoard logging: per-step train loss, per-epoch
                loss/accuracy/learning rate, the forward graph, a histogram of every
                weight, 12 misclassified validation digits with their true and
@@ -50,6 +51,7 @@ import argparse
 import json
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import keras
@@ -63,7 +65,9 @@ from keras_impl.export import ExportError, export_h5
 from plumbing.interrupts import sigterm_as_interrupt, stop_signal_name
 from keras_impl.zoo_model import batch_input_shape, build_sequential, build_twinnet
 from keras_impl.optimizers import make_optimizer
-from keras_impl.train import epoch_length, fit_baseline, fit_custom, make_loss_fn
+from keras_impl.multistep import STEPS_PER_CALL
+from keras_impl.runner import epoch_length, fit_baseline, run_custom
+from keras_impl.train import make_loss_fn
 from scratch import zoo
 from plumbing.args import (batch_size, checked_output, epoch_count, fraction, nonnegative_float,
                            output_file, output_folder, positive_int, seed_number)
@@ -84,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"zoo model: {', '.join(zoo.model_names())} or fc<n>")
     parser.add_argument("--loop", choices=("fit", "custom"), default="custom",
                         help="compile()/fit() baseline or the GradientTape loop (default)")
+    parser.add_argument("--steps-per-call", metavar="K", type=positive_int,
+                        default=STEPS_PER_CALL,
+                        help="--loop custom: training steps per tf.function call (default "
+                             f"{STEPS_PER_CALL}; 1: the plain loop; the same training)")
     parser.add_argument("--epochs", metavar="N", type=epoch_count, default=5,
                         help="total epochs (default 5)")
     parser.add_argument("--batch-size", metavar="B", type=batch_size, default=128,
@@ -175,7 +183,8 @@ def train(args: argparse.Namespace, console=None) -> dict:
     check_run_config(args.logdir, config, args.resume)
     keras.utils.set_random_seed(args.seed)
     if args.loop == "custom":
-        model, fit = build_twinnet(args.model, l2=args.l2), fit_custom
+        model = build_twinnet(args.model, l2=args.l2)
+        fit = partial(run_custom, steps_per_call=args.steps_per_call)
     else:
         model, fit = build_sequential(args.model, l2=args.l2), fit_baseline
     data = dict(batch_size=args.batch_size, flat=len(batch_input_shape(model)) == 2,

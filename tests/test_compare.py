@@ -277,13 +277,12 @@ def test_bench_times_the_custom_loop_over_every_batch_after_the_warm_up(monkeypa
     from comparison import bench
     from keras_impl.multistep import make_train_steps
     from keras_impl.optimizers import make_optimizer
-    from keras_impl.train import make_train_step
 
     x, y = random_batch(64, model="fc16")
     batches = tf.data.Dataset.from_tensor_slices((np.float32(x), y)).batch(2)  # 32 steps
     pair = twin.twin_pair("fc16")
     optimizer = make_optimizer("sgd", 0.01)
-    train_steps = make_train_steps(make_train_step(pair.keras_model, optimizer, pair.loss_fn))
+    train_steps = make_train_steps(pair.keras_model, optimizer, pair.loss_fn)
     clock = {"now": 0.0}  # a clock that advances one "second" per training step taken
 
     def counted_steps(iterator, count):

@@ -1,5 +1,6 @@
-"""keras_impl.train and the modules beside it: step functions, the in-graph multi-step loop,
-TensorBoard events, checkpoints/resume, Ctrl-C, NaN, the command line (keras_impl.train_cli).
+"""keras_impl.train and the modules beside it: step functions, the plain loop and the in-graph
+multi-step loop (the same training), TensorBoard events, checkpoints/resume, Ctrl-C, NaN
+(keras_impl.runner), the command line (keras_impl.train_cli).
 
 Most tests train on small generated data (no MNIST needed); the course-bar test
 uses the session's real fc128 run (conftest.keras_fc128_run).
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -21,12 +23,12 @@ from tensorboard.backend.event_processing import event_accumulator
 
 from keras_impl import export
 from keras_impl import test as keras_test
-from keras_impl import train, train_cli
+from keras_impl import multistep, runner, train, train_cli
 from keras_impl.checkpoints import Checkpoints
 from plumbing.interrupts import (Terminated, interrupts_deferred, sigterm_as_interrupt,
                                    stops_between_steps)
 from keras_impl.zoo_model import build_sequential, build_twinnet
-from keras_impl.multistep import STEPS_PER_CALL, make_train_steps
+from keras_impl.multistep import STEPS_PER_CALL, MultistepEpochs, make_train_steps
 from keras_impl.optimizers import make_optimizer
 from keras_impl.summaries import MISCLASSIFIED_SHOWN, label_digits
 from scratch import zoo
@@ -97,9 +99,9 @@ def assert_same_state(logdir, reference_logdir):
 
 
 def ctrl_c_after_call(monkeypatch, n, signum=signal.SIGINT):
-    """The signal `signum` as fit_custom's n-th train_steps call returns (a real one
+    """The signal `signum` as run_custom's n-th train_steps call returns (a real one
     arrives during a call, and is noted until the loop checks after it)."""
-    make = train.make_train_steps
+    make = multistep.make_train_steps
 
     def make_interrupted(*args, **kwargs):
         train_steps, calls = make(*args, **kwargs), []
@@ -113,19 +115,19 @@ def ctrl_c_after_call(monkeypatch, n, signum=signal.SIGINT):
 
         return interrupted
 
-    monkeypatch.setattr(train, "make_train_steps", make_interrupted)
+    monkeypatch.setattr(multistep, "make_train_steps", make_interrupted)
 
 
 def ctrl_c_at_step(monkeypatch, step, signum=signal.SIGINT):
     """The signal `signum` when fit()'s optimizer has taken `step` steps."""
-    on_train_batch_end = train._FitTracker.on_train_batch_end
+    on_train_batch_end = runner._FitTracker.on_train_batch_end
 
     def interrupt(self, batch, logs=None):
         if int(self.model.optimizer.iterations) == step:
             signal.raise_signal(signum)
         on_train_batch_end(self, batch, logs)
 
-    monkeypatch.setattr(train._FitTracker, "on_train_batch_end", interrupt)
+    monkeypatch.setattr(runner._FitTracker, "on_train_batch_end", interrupt)
 
 
 def accumulator(folder):
@@ -156,9 +158,9 @@ def run_custom(logdir, epochs, train_ds=None, val_ds=None, resume=False, l2=0.0,
     keras.utils.set_random_seed(0)
     model = build_twinnet(name, l2=l2)
     default_train, default_val = train_and_val(images=zoo.has_conv(name))
-    result = train.fit_custom(model, train_ds or default_train, val_ds or default_val,
-                              epochs=epochs, optimizer=make_optimizer("adam"),
-                              logdir=logdir, resume=resume, steps_per_call=steps_per_call)
+    result = runner.run_custom(model, train_ds or default_train, val_ds or default_val,
+                               epochs=epochs, optimizer=make_optimizer("adam"),
+                               logdir=logdir, resume=resume, steps_per_call=steps_per_call)
     return model, result
 
 
@@ -166,24 +168,34 @@ def run_fit(logdir, epochs, train_ds=None, resume=False, name="fc16"):
     keras.utils.set_random_seed(0)
     model = build_sequential(name)
     default_train, val_ds = train_and_val(images=zoo.has_conv(name))
-    result = train.fit_baseline(model, train_ds or default_train, val_ds, epochs=epochs,
-                                optimizer=make_optimizer("adam"), logdir=logdir,
-                                resume=resume)
+    result = runner.fit_baseline(model, train_ds or default_train, val_ds, epochs=epochs,
+                                 optimizer=make_optimizer("adam"), logdir=logdir,
+                                 resume=resume)
     return model, result
 
 
 def test_step_functions_trace_once_for_any_batch_size():
-    model = build_twinnet("fc16")
-    optimizer = make_optimizer("sgd", 0.01)
-    train_step = train.make_train_step(model, optimizer, train.make_loss_fn())
-    test_step = train.make_test_step(model, train.make_loss_fn())
+    """The top-level steps once per model (trace_steps, as fit_custom does), the steps
+    bound to one model (make_train_step, make_test_step) once each."""
+    model, optimizer = build_twinnet("fc16"), make_optimizer("sgd", 0.01)
+    loss_fn, metrics = train.make_loss_fn(), train.EpochMetrics("train")
+    counts = lambda: (train.train_step.experimental_get_tracing_count(),  # noqa: E731
+                      train.test_step.experimental_get_tracing_count())
+    before = counts()
+    train.trace_steps(model, optimizer, loss_fn, metrics, metrics)
+    train_step = train.make_train_step(model, optimizer, loss_fn)
+    test_step = train.make_test_step(model, loss_fn, metrics)
     x, y = learnable(40)
     for size in (32, 8, 32, 5):
-        train_step(tf.constant(x[:size]), tf.constant(y[:size]))
-        test_step(tf.constant(x[:size]), tf.constant(y[:size]))
+        batch = tf.constant(x[:size]), tf.constant(y[:size])
+        train.train_step(model, optimizer, loss_fn, metrics, *batch)
+        train.test_step(model, loss_fn, metrics, *batch)
+        train_step(*batch)
+        test_step(*batch)
+    assert np.subtract(counts(), before).tolist() == [1, 1]
     assert train_step.experimental_get_tracing_count() == 1
     assert test_step.experimental_get_tracing_count() == 1
-    assert int(optimizer.iterations) == 4
+    assert int(optimizer.iterations) == 8
 
 
 def test_train_steps_in_graph_equal_one_step_calls_and_stop_at_the_end_of_the_data():
@@ -196,8 +208,7 @@ def test_train_steps_in_graph_equal_one_step_calls_and_stop_at_the_end_of_the_da
     for k, expected_calls in ((1, [1] * STEPS + [0]), (3, [3, 3, 1])):
         keras.utils.set_random_seed(0)
         twin, twin_optimizer = build_twinnet("fc16"), make_optimizer("adam")
-        train_steps = make_train_steps(
-            train.make_train_step(twin, twin_optimizer, train.make_loss_fn()))
+        train_steps = make_train_steps(twin, twin_optimizer, train.make_loss_fn())
         iterator, calls, twin_losses = iter(batches(x, y)), [], []
         while not calls or calls[-1] == k:
             twin_losses += list(train_steps(iterator, tf.constant(k)).numpy())
@@ -210,7 +221,7 @@ def test_train_steps_in_graph_equal_one_step_calls_and_stop_at_the_end_of_the_da
 
 def test_train_steps_stop_after_a_step_whose_loss_is_not_finite():
     model, optimizer = build_twinnet("fc16"), make_optimizer("sgd", 0.01)
-    train_steps = make_train_steps(train.make_train_step(model, optimizer, train.make_loss_fn()))
+    train_steps = make_train_steps(model, optimizer, train.make_loss_fn())
     x, y = learnable()
     bad_x, _ = learnable(overflow=True)
     x[BATCH:2 * BATCH] = bad_x[:BATCH]  # the second batch overflows
@@ -334,7 +345,7 @@ def test_resume_after_a_clean_stop_equals_an_uninterrupted_run(tmp_path, loop, n
 def test_the_control_resuming_in_the_first_epochs_order_would_differ(tmp_path, monkeypatch):
     """Without skipping the shuffles of the epochs done, the test above fails."""
     run_custom(tmp_path / "whole", epochs=2)
-    monkeypatch.setattr(train, "skip_shuffles", lambda dataset, iterators: None)
+    monkeypatch.setattr(runner, "skip_shuffles", lambda dataset, iterators: None)
     run_custom(tmp_path / "parts", epochs=1)
     run_custom(tmp_path / "parts", epochs=2, resume=True)
     with pytest.raises(AssertionError):
@@ -427,7 +438,8 @@ def test_resume_restores_weights_and_optimizer_state(tmp_path):
     assert moments and all(np.any(v.numpy() != 0) for v in moments)
 
 
-@pytest.mark.parametrize("run", [run_custom, run_fit], ids=["custom", "fit"])
+@pytest.mark.parametrize("run", [run_custom, partial(run_custom, steps_per_call=1), run_fit],
+                         ids=["custom", "custom-plain-loop", "fit"])
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
     _, good = run(tmp_path, epochs=1)
     nan_train, _ = train_and_val(overflow=True)
@@ -435,7 +447,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, run):
     assert bad["status"] == "diverged" and bad["epoch"] == 2
     assert not np.isfinite(bad["bad_loss"])
     assert bad["checkpoint"] == good["checkpoint"]
-    restored = build_twinnet("fc16") if run is run_custom else build_sequential("fc16")
+    restored = build_sequential("fc16") if run is run_fit else build_twinnet("fc16")
     ckpts = Checkpoints(restored, make_optimizer("adam"), tmp_path / "checkpoints")
     assert len(ckpts.restore()) == 1
     assert all(np.isfinite(v.numpy()).all() for v in restored.weights)
@@ -675,19 +687,85 @@ def test_fc128_one_epoch_custom_loop_reaches_the_course_bar(keras_fc128_run, tmp
     assert json.loads(report.read_text())["accuracy"] > 0.90
 
 
-def test_step_functions_take_the_model_dtype():
-    # Layers follow the dtype policy (fixed once the first layer exists), losses floatx.
+@contextmanager
+def keras_float64():
+    """Layers built inside follow the float64 dtype policy (fixed once the first layer
+    exists), losses and metrics floatx float64."""
     previous = keras.config.dtype_policy(), keras.config.floatx()
     keras.config.set_dtype_policy("float64")
     keras.config.set_floatx("float64")
     try:
-        model = build_twinnet("fc16")
-        loss_fn = train.make_loss_fn()
+        yield
     finally:
         keras.config.set_dtype_policy(previous[0])
         keras.config.set_floatx(previous[1])
+
+
+def test_step_functions_take_the_model_dtype():
+    with keras_float64():
+        model = build_twinnet("fc16")
+        loss_fn = train.make_loss_fn()
     assert model.compute_dtype == "float64"
     step = train.make_train_step(model, make_optimizer("sgd", 0.01), loss_fn)
     x, y = learnable(8)
     loss = step(tf.constant(x, tf.float64), tf.constant(y))
     assert loss.dtype == tf.float64
+
+
+# --- the plain loop and the multistep loop: the same training ----------------------------
+
+# Both loops run the same train_step graph, so here they agree to the last bit; another
+# CPU's kernels may round differently. In float64 (rounding 1.1e-16 per operation), 14
+# Adam steps of sums over at most 784 * 32 terms stay below 1e-12 relative; one batch
+# left out of each epoch (the control) moves the weights by more than 1e-4.
+LOOPS_RTOL = 1e-10
+
+
+def float64_run(name, logdir, train_epoch, batches_per_epoch=STEPS):
+    """fit_custom on float64 data (train_and_val's, reshuffled every epoch) with the
+    given inner loop; returns ({variable: array} of model and optimizer, history)."""
+    with keras_float64():
+        keras.utils.set_random_seed(0)
+        model, loss_fn = build_twinnet(name), train.make_loss_fn()
+    optimizer = make_optimizer("adam")
+    train_ds, val_ds = (ds.map(lambda x, y: (tf.cast(x, tf.float64), y))
+                        for ds in train_and_val(images=zoo.has_conv(name)))
+    history = train.fit_custom(model, train_ds.take(batches_per_epoch), val_ds, epochs=2,
+                               optimizer=optimizer, logdir=logdir, loss_fn=loss_fn,
+                               train_epoch=train_epoch)
+    # Keyed by position and name: paths hold counters (adam_3/..., seed_generator_1/...).
+    owners = {"model": model.variables, "optimizer": optimizer.variables}
+    state = {f"{owner} {i} {v.name}": v.numpy()
+             for owner, variables in owners.items() for i, v in enumerate(variables)}
+    return state, [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+def largest_difference(state, reference) -> float:
+    """Largest max|a - b| / max|b| over the float arrays; integer arrays must be equal."""
+    assert state.keys() == reference.keys()
+    worst = 0.0
+    for path, expected in reference.items():
+        if np.issubdtype(expected.dtype, np.integer):
+            np.testing.assert_array_equal(state[path], expected, err_msg=path)
+        else:
+            scale = max(float(np.max(np.abs(expected))), np.finfo(np.float64).tiny)
+            worst = max(worst, float(np.max(np.abs(state[path] - expected))) / scale)
+    return worst
+
+
+@pytest.mark.parametrize("name", ["fc16", "convnet"])  # convnet: conv and dropout
+def test_the_multistep_loop_trains_as_the_plain_loop(tmp_path, name):
+    """train.train_epoch (a train_step call per batch) and MultistepEpochs (3 steps per
+    graph call, so a short last call every epoch): the same weights, optimizer state
+    (step count and dropout seeds exact) and history after the same 2 epochs."""
+    plain, plain_history = float64_run(name, tmp_path / "plain", train.train_epoch)
+    fast, fast_history = float64_run(name, tmp_path / "fast", MultistepEpochs(3))
+    assert largest_difference(fast, plain) < LOOPS_RTOL
+    for a, b in zip(fast_history, plain_history):
+        assert a == pytest.approx(b, rel=LOOPS_RTOL)
+    assert [record["step"] for record in fast_history] == [STEPS, 2 * STEPS]
+
+    shorter, _ = float64_run(name, tmp_path / "control", train.train_epoch, STEPS - 1)
+    floats = [path for path, array in plain.items() if array.dtype == np.float64]
+    assert largest_difference({p: shorter[p] for p in floats},
+                              {p: plain[p] for p in floats}) > 1e-4

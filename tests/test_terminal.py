@@ -96,13 +96,27 @@ def test_the_h5_notice_goes_and_other_warnings_stay(caplog):
 
 @pytest.mark.parametrize("path", ENTRY_POINTS)
 def test_every_command_line_imports_quiet_first(path):
-    imports = [node for node in ast.parse((ROOT / path).read_text()).body
+    # keras_impl/train.py, which students import too, quiets only when run as a command.
+    statements = [node.body[0] if isinstance(node, ast.If)
+                  and ast.unparse(node.test) == "__name__ == '__main__'" else node
+                  for node in ast.parse((ROOT / path).read_text()).body]
+    imports = [node for node in statements
                if isinstance(node, (ast.Import, ast.ImportFrom))
                and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
     first = imports[0]
     names = ([alias.name for alias in first.names] if isinstance(first, ast.Import)
              else [first.module])
     assert names == ["plumbing.quiet"], f"{path}: first import is {names}"
+
+
+def test_importing_the_training_loop_installs_no_hook():
+    """A student who imports keras_impl.train sees TensorFlow as it is; the command
+    line (the same file run with -m) imports plumbing.quiet first."""
+    proc = subprocess.run([sys.executable, "-c", "import sys, keras_impl.train; "
+                           "print(sorted(m for m in sys.modules if m.startswith('plumbing')))"],
+                          cwd=ROOT, env=command_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout.strip() == "[]", proc.stderr
 
 
 # --- Ctrl-C with nothing to catch it -------------------------------------------------------
