@@ -51,92 +51,130 @@ def flatten_backward(dout, cache):
     return {"x": np.reshape(dout, cache)}
 """
 
-MAXPOOL = """
+POOL_GEOMETRY = """
+import math
+
 import numpy as np
 
 
-def maxpool2d_forward(x, pool_size=2):
-    n, h, w, c = x.shape
+def geometry(h, w, pool_size, strides, padding):
+    # the window, the step, and the (top, left) padding; output rows and columns
     p = pool_size
-    ho, wo = h // p, w // p
+    s = p if strides is None else strides
+    if padding == "same":
+        ho, wo = math.ceil(h / s), math.ceil(w / s)
+        top = max((ho - 1) * s + p - h, 0) // 2
+        left = max((wo - 1) * s + p - w, 0) // 2
+    else:
+        ho, wo = (h - p) // s + 1, (w - p) // s + 1
+        top = left = 0
+    return p, s, top, left, ho, wo
+
+
+def rows_and_columns(i, j, p, s, top, left, h, w):
+    # the input rows and columns window (i, j) covers, padding left out
+    r0, c0 = i * s - top, j * s - left
+    return range(max(r0, 0), min(r0 + p, h)), range(max(c0, 0), min(c0 + p, w))
+"""
+
+MAXPOOL = POOL_GEOMETRY + """
+
+def maxpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
+    n, h, w, c = x.shape
+    p, s, top, left, ho, wo = geometry(h, w, pool_size, strides, padding)
     out = np.empty((n, ho, wo, c), dtype=x.dtype)
     for i in range(ho):
         for j in range(wo):
-            out[:, i, j, :] = x[:, i * p:(i + 1) * p, j * p:(j + 1) * p, :].max(axis=(1, 2))
-    return out, (x, p)
+            rows, cols = rows_and_columns(i, j, p, s, top, left, h, w)
+            out[:, i, j, :] = x[:, rows.start:rows.stop, cols.start:cols.stop, :].max(axis=(1, 2))
+    return out, (x, p, s, top, left)
 
 
 def maxpool2d_backward(dout, cache):
-    x, p = cache
+    x, p, s, top, left = cache
+    h, w = x.shape[1:3]
     dx = np.zeros_like(x)
     n, ho, wo, c = dout.shape
     for b in range(n):
         for i in range(ho):
             for j in range(wo):
+                rows, cols = rows_and_columns(i, j, p, s, top, left, h, w)
                 for k in range(c):
-                    window = x[b, i * p:(i + 1) * p, j * p:(j + 1) * p, k]
-                    r, s = divmod(int(np.argmax(window)), p)
-                    dx[b, i * p + r, j * p + s, k] += dout[b, i, j, k]
+                    window = x[b, rows.start:rows.stop, cols.start:cols.stop, k]
+                    r, q = divmod(int(np.argmax(window)), len(cols))
+                    dx[b, rows.start + r, cols.start + q, k] += dout[b, i, j, k]
     return {"x": dx}
 """
 
-AVGPOOL = """
-import numpy as np
+AVGPOOL = POOL_GEOMETRY + """
 
-
-def avgpool2d_forward(x, pool_size=2):
+def avgpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
     n, h, w, c = x.shape
-    p = pool_size
-    ho, wo = h // p, w // p
+    p, s, top, left, ho, wo = geometry(h, w, pool_size, strides, padding)
     out = np.zeros((n, ho, wo, c), dtype=x.dtype)
-    for r in range(p):
-        for s in range(p):
-            out += x[:, r:ho * p:p, s:wo * p:p, :]
-    return out / (p * p), (x.shape, p)
+    for i in range(ho):
+        for j in range(wo):
+            rows, cols = rows_and_columns(i, j, p, s, top, left, h, w)
+            out[:, i, j, :] = x[:, rows.start:rows.stop, cols.start:cols.stop, :].mean(axis=(1, 2))
+    return out, (x.shape, p, s, top, left)
 
 
 def avgpool2d_backward(dout, cache):
-    shape, p = cache
+    shape, p, s, top, left = cache
+    h, w = shape[1:3]
     dx = np.zeros(shape, dtype=dout.dtype)
-    ho, wo = dout.shape[1:3]
-    for r in range(p):
-        for s in range(p):
-            dx[:, r:ho * p:p, s:wo * p:p, :] = dout / (p * p)
+    for i in range(dout.shape[1]):
+        for j in range(dout.shape[2]):
+            rows, cols = rows_and_columns(i, j, p, s, top, left, h, w)
+            size = len(rows) * len(cols)
+            dx[:, rows.start:rows.stop, cols.start:cols.stop, :] += (
+                dout[:, i:i + 1, j:j + 1, :] / size)
     return {"x": dx}
 """
 
 CONV = """
+import math
+
 import numpy as np
 
 
-def conv2d_forward(x, params, padding="valid"):
+def conv2d_forward(x, params, padding="valid", strides=1):
     w, b = params["kernel"], params["bias"]
     kh, kw = w.shape[:2]
-    pads = (0, 0, 0, 0)
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    h, wd = x.shape[1:3]
     if padding == "same":
-        top, left = (kh - 1) // 2, (kw - 1) // 2
-        pads = (top, kh - 1 - top, left, kw - 1 - left)
+        th = max((math.ceil(h / sh) - 1) * sh + kh - h, 0)
+        tw = max((math.ceil(wd / sw) - 1) * sw + kw - wd, 0)
+        pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+    elif padding == "valid":
+        pads = (0, 0, 0, 0)
+    else:
+        ph, pw = (padding, padding) if isinstance(padding, int) else padding
+        pads = (ph, ph, pw, pw)
     x = np.pad(x, ((0, 0), pads[:2], pads[2:], (0, 0)))
-    n, h, wd, c = x.shape
-    ho, wo = h - kh + 1, wd - kw + 1
+    n, hp, wp, c = x.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     out = np.zeros((n, ho, wo, w.shape[3]), dtype=x.dtype) + b
-    for i in range(kh):
-        for j in range(kw):
-            out += np.tensordot(x[:, i:i + ho, j:j + wo, :], w[i, j], axes=([3], [0]))
-    return out, (x, w, pads)
+    for i in range(ho):
+        for j in range(wo):
+            patch = x[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
+            out[:, i, j, :] += np.tensordot(patch, w, axes=([1, 2, 3], [0, 1, 2]))
+    return out, (x, w, pads, (sh, sw))
 
 
 def conv2d_backward(dout, cache):
-    xp, w, (top, bottom, left, right) = cache
+    xp, w, (top, bottom, left, right), (sh, sw) = cache
     kh, kw = w.shape[:2]
     ho, wo = dout.shape[1:3]
     dxp = np.zeros_like(xp)
     dw = np.zeros_like(w)
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[:, i:i + ho, j:j + wo, :]
-            dw[i, j] = np.tensordot(patch, dout, axes=([0, 1, 2], [0, 1, 2]))
-            dxp[:, i:i + ho, j:j + wo, :] += np.tensordot(dout, w[i, j], axes=([3], [1]))
+    for i in range(ho):
+        for j in range(wo):
+            patch = xp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
+            g = dout[:, i, j, :]
+            dw += np.tensordot(patch, g, axes=([0], [0]))
+            dxp[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :] += np.tensordot(g, w, axes=([1], [3]))
     h, wd = xp.shape[1:3]
     dx = dxp[:, top:h - bottom, left:wd - right, :]
     return {"x": dx, "kernel": dw, "bias": dout.sum(axis=(0, 1, 2))}
@@ -256,16 +294,16 @@ MISTAKES = {
     "pool_two": ("maxpool2d", changed(MAXPOOL, "    p = pool_size\n", "    p = 2\n"),
                  "(pool 3)"),
     "tied_maxima": ("maxpool2d", changed(
-        MAXPOOL, """                    r, s = divmod(int(np.argmax(window)), p)
-                    dx[b, i * p + r, j * p + s, k] += dout[b, i, j, k]""",
+        MAXPOOL, """                    r, q = divmod(int(np.argmax(window)), len(cols))
+                    dx[b, rows.start + r, cols.start + q, k] += dout[b, i, j, k]""",
         """                    hit = window == window.max()
-                    dx[b, i * p:(i + 1) * p, j * p:(j + 1) * p, k] += hit * dout[b, i, j, k]"""),
+                    dx[b, rows.start:rows.stop, cols.start:cols.stop, k] += hit * dout[b, i, j, k]"""),
         "every one of tied maxima"),
     "spread": ("maxpool2d", changed(
-        MAXPOOL, """                    r, s = divmod(int(np.argmax(window)), p)
-                    dx[b, i * p + r, j * p + s, k] += dout[b, i, j, k]""",
-        """                    share = dout[b, i, j, k] / p ** 2
-                    dx[b, i * p:(i + 1) * p, j * p:(j + 1) * p, k] += share"""),
+        MAXPOOL, """                    r, q = divmod(int(np.argmax(window)), len(cols))
+                    dx[b, rows.start + r, cols.start + q, k] += dout[b, i, j, k]""",
+        """                    share = dout[b, i, j, k] / window.size
+                    dx[b, rows.start:rows.stop, cols.start:cols.stop, k] += share"""),
         "spread over the window"),
     "variance_n_minus_1": ("batchnorm", changed(
         BATCHNORM, "((flat - mu) * (flat - mu)).sum(axis=0) / len(flat)",
@@ -274,8 +312,8 @@ MISTAKES = {
                                           "dx = dxhat * inv + dvar * 2 * xc / m + dmu / m",
                                           "dx = dxhat * inv + dvar * 2 * xc / m"),
                      "a constant offset per channel"),
-    "pad_wrong_side": ("conv2d", changed(CONV, "top, left = (kh - 1) // 2, (kw - 1) // 2",
-                                         "top, left = kh // 2, kw // 2"), "shifted by one"),
+    "pad_wrong_side": ("conv2d", changed(CONV, "pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)",
+                                         "pads = (th - th // 2, th // 2, tw - tw // 2, tw // 2)"), "shifted by one"),
     "transposed": ("dense", changed(DENSE, 'np.einsum("nd,nm->dm", x, dout)',
                                     'np.einsum("nd,nm->md", x, dout)'), "transposed"),
     "sign_flipped": ("relu", with_relu_backward('return {"x": -np.where(cache, dout, 0.0)}\n'),
