@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from keras_impl import optimizers
 from comparison import layout
-from keras_impl.model import arch_layers, build_twinnet
+from keras_impl.distribute import forward_without_dropout
+from keras_impl.model import build_twinnet
 from keras_impl.train import make_loss_fn
 from scratch import gradcheck, optim
 from scratch.model import build_model
@@ -90,9 +91,7 @@ def keras_forward(keras_model, x, training: bool):
     """The Keras model's logits with dropout off; training=True makes BatchNorm use the
     batch's statistics (and update its moving ones), like NumPy's
     `forward(x, training=True, dropout=False)`."""
-    for layer in arch_layers(keras_model):
-        x = layer(x, training=training and not isinstance(layer, keras.layers.Dropout))
-    return x
+    return forward_without_dropout(keras_model, x, training)
 
 
 def keras_loss_and_grads(pair: TwinPair, x, y, training: bool = True):
