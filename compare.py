@@ -17,6 +17,8 @@
     python compare.py bugs [--bug NAME ...] [--fast] [--json OUT]   (which check catches what)
     python compare.py --inject BUG ...   (a bug of the zoo in the NumPy side: the localizer)
     python compare.py lab [--port 8000] [--models DIR]   (the draw-a-digit lab, comparison/lab)
+    python compare.py parallel [--model M] [--replicas K] [--sync-bn] [--workers W]
+        (data parallelism by hand against tf.distribute, comparison/parallel)
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from rich.table import Table
 
 from keras_impl.data import SPLITS, add_data_dir_arg, load_split
 from comparison.grading import bugs, bugtable, exercise, student
-from comparison import benchreadme
+from comparison import benchreadme, parallel
 from comparison.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
                                           params_command, print_param_table)
 from scratch import zoo
@@ -40,7 +42,8 @@ from plumbing.args import (at_most, batch_size, epoch_count, figure_file, output
 from plumbing.files import write_json
 from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 
-COMMANDS = ("run", "params", "gradcheck", "bench", "exercise", "check", "profile", "bugs")
+COMMANDS = ("run", "params", "gradcheck", "bench", "exercise", "check", "profile", "bugs",
+            "parallel")
 console = Console()
 
 
@@ -260,6 +263,15 @@ def hidden_units(text: str) -> int:
 def parse_args(argv):
     argv = list(argv)
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
+    if command == "parallel":  # all of its options are comparison/parallel.py's
+        parser = argparse.ArgumentParser(prog="python compare.py parallel",
+                                         description=parallel.__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parallel.add_arguments(parser)
+        args = parser.parse_args(argv)
+        parallel.check_arguments(parser, args)
+        args.command = command
+        return args
     parser = argparse.ArgumentParser(prog=f"python compare.py {command}".replace(" run", ""),
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -327,7 +339,8 @@ COMMAND_HANDLERS = {"run": run_command, "params": lambda args: params_command(ar
                     "check": lambda args: student.check_command(args, console),
                     "bugs": lambda args: bugtable.main(args, console),
                     "gradcheck": gradcheck_command, "bench": bench_command,
-                    "profile": profile_command}
+                    "profile": profile_command,
+                    "parallel": lambda args: parallel.main(args, console)}
 
 
 def main(argv=None) -> int:

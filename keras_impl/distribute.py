@@ -38,9 +38,9 @@ def use_logical_cpus(count: int) -> None:
     MirroredStrategy can place one replica on each. TensorFlow accepts this only before
     it first uses a device: call it at the start of the program. A no-op when the
     devices are already there; RuntimeError with a one-line reason otherwise."""
-    if len(tf.config.list_logical_devices("CPU")) >= count:
+    cpu = tf.config.list_physical_devices("CPU")[0]  # physical: starts nothing yet
+    if len(tf.config.get_logical_device_configuration(cpu) or [None]) >= count:
         return
-    cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
@@ -64,8 +64,14 @@ def replica_devices(replicas: int) -> list[str]:
 
 
 def mirrored_strategy(replicas: int) -> tf.distribute.MirroredStrategy:
-    """MirroredStrategy with one replica per device of `replica_devices`."""
-    return tf.distribute.MirroredStrategy(replica_devices(replicas))
+    """MirroredStrategy with one replica per device of `replica_devices`. On logical CPUs
+    the all-reduce adds the replicas' tensors on one device (ReductionToOneDevice):
+    collective ops would number their all-reduces per strategy, and two strategies in
+    one process then clash; GPUs keep TensorFlow's choice (NCCL)."""
+    devices = replica_devices(replicas)
+    on_cpus = all("CPU" in device for device in devices)
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if on_cpus else None)
 
 
 def synchronize_batchnorm(model) -> int:
