@@ -191,10 +191,14 @@ def gradient_section(args, console) -> dict:
     table.caption = (f"float64 elementwise (<= {tolerance:g}) unless noted; f32: norm-wise "
                      f"(<= {twin.GRAD_TOLERANCE['float32']:g}). (0): 0 in exact arithmetic.")
     console.print(table)
+    one_device_f32 = max(errors_between(grads["float32"], "numpy_1", "keras_1",
+                                        "normwise").values())
+    console.print(f"NumPy vs Keras float32 on ONE device (compare.py's own check), same "
+                  f"batch: norm-wise {one_device_f32:.1e}")
     losses = g64["losses"]
     console.print(f"loss (float64): one device NumPy {losses['numpy_1']:.12f} Keras "
                   f"{losses['keras_1']:.12f}; {k} replicas NumPy {losses['numpy_k']:.12f} "
-                  f"Keras {losses['keras_k']:.12f}", soft_wrap=True)
+                  f"Keras {losses['keras_k']:.12f}")
     if has_bn and not args.sync_bn:
         console.print(f"Per-replica BatchNorm normalises each shard of {len(y) // k} with its "
                       f"own statistics: {k} replicas compute another function than one "
@@ -202,7 +206,7 @@ def gradient_section(args, console) -> dict:
     return {"k_vs_one_device": split, "numpy_vs_keras": twins,
             "k_vs_one_device_max": worst_split, "k_vs_one_device_agree": split_ok,
             "must_agree": must_match, "losses": {d: g["losses"] for d, g in grads.items()},
-            "numpy_vs_keras_passed": twin_ok,
+            "numpy_vs_keras_passed": twin_ok, "one_device_float32_normwise": one_device_f32,
             "passed": all(twin_ok.values()) and (split_ok or not must_match)}
 
 
@@ -241,7 +245,7 @@ def lockstep_section(args, console) -> dict:
                   f"{numpy_losses[-1]:.6f}, Keras {keras_losses[-1]:.6f}; largest loss "
                   f"difference {max(diffs):.2e}; weights after (replica 0, norm-wise) "
                   f"{max(weights.values()):.1e}; NumPy replicas identical: "
-                  f"{replicas.max_replica_difference() == 0.0}", soft_wrap=True)
+                  f"{replicas.max_replica_difference() == 0.0}")
     return {"numpy": numpy_losses, "keras": keras_losses, "max_abs_diff": max(diffs),
             "weights_max_diff": max(weights.values()), "dtype": args.dtype,
             "numpy_replicas_identical": replicas.max_replica_difference() == 0.0}
