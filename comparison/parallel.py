@@ -20,6 +20,7 @@ against the NumPy replicas. Exit 1 when a check that must agree does not.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -136,7 +137,7 @@ def gradients_of(args, dtype, x, y) -> dict:
     loss_tf_1, keras_1 = twin.keras_loss_and_grads(pair, x, y)
     gradients = distribute.make_distributed_gradients(
         strategy, keras_model, len(y),
-        forward=lambda images: distribute.forward_without_dropout(keras_model, images))
+        forward=functools.partial(distribute.forward_without_dropout, keras_model))
     loss_tf_k, keras_k = gradients(*one_batch(strategy, x, y))
     zeros = {f"{i}/{key}" for i, key in pair.numpy_model.biases_before_batchnorm()}
     return {"numpy_1": numpy_1, "numpy_k": numpy_k, "keras_1": dict(zip(labels, keras_1)),
@@ -232,7 +233,7 @@ def lockstep_section(args, console) -> dict:
                     zip(x, y)]
     step = distribute.make_distributed_train_step(
         strategy, keras_model, keras_opt, args.batch_size,
-        forward=lambda images: distribute.forward_without_dropout(keras_model, images))
+        forward=functools.partial(distribute.forward_without_dropout, keras_model))
     dataset = distribute.distribute_batches(
         strategy, lambda: tf.data.Dataset.from_tensor_slices((x, y)), args.batch_size)
     keras_losses = [float(step(xs, ys)) for xs, ys in dataset]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
 import argparse
+import functools
 import json
 import os
 import socket
@@ -85,7 +86,7 @@ def train_replicated(strategy, name: str, batches, lr: float, seed: int):
         strategy, lambda: tf.data.Dataset.from_tensor_slices((x, y)), global_batch)
     step = distribute.make_distributed_train_step(
         strategy, model, optimizer, global_batch,
-        forward=lambda images: distribute.forward_without_dropout(model, images))
+        forward=functools.partial(distribute.forward_without_dropout, model))
     losses = [float(step(xs, ys)) for xs, ys in dataset]
     return losses, [w.numpy() for w in model.weights]
 
