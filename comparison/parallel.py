@@ -115,7 +115,7 @@ def one_batch(strategy, x, y):
     from keras_impl import distribute
 
     dataset = distribute.distribute_batches(
-        strategy, lambda: tf.data.Dataset.from_tensors((x, y)), len(y))
+        strategy, functools.partial(tf.data.Dataset.from_tensors, (x, y)), len(y))
     return next(iter(dataset))
 
 
@@ -235,7 +235,7 @@ def lockstep_section(args, console) -> dict:
         strategy, keras_model, keras_opt, args.batch_size,
         forward=functools.partial(distribute.forward_without_dropout, keras_model))
     dataset = distribute.distribute_batches(
-        strategy, lambda: tf.data.Dataset.from_tensor_slices((x, y)), args.batch_size)
+        strategy, functools.partial(tf.data.Dataset.from_tensor_slices, (x, y)), args.batch_size)
     keras_losses = [float(step(xs, ys)) for xs, ys in dataset]
     diffs = [abs(a - b) for a, b in zip(numpy_losses, keras_losses)]
     weights = {label: twin.normwise_rel_error(variable.numpy(), layer.params[key])

@@ -83,7 +83,7 @@ def train_replicated(strategy, name: str, batches, lr: float, seed: int):
     x = np.stack([b[0] for b in batches]).astype(keras.config.floatx())
     y = np.stack([b[1] for b in batches])
     dataset = distribute.distribute_batches(
-        strategy, lambda: tf.data.Dataset.from_tensor_slices((x, y)), global_batch)
+        strategy, functools.partial(tf.data.Dataset.from_tensor_slices, (x, y)), global_batch)
     step = distribute.make_distributed_train_step(
         strategy, model, optimizer, global_batch,
         forward=functools.partial(distribute.forward_without_dropout, model))
