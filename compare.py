@@ -18,9 +18,10 @@ from rich.console import Console
 from keras_impl.data import SPLITS, MnistError, add_data_dir_arg, load_split, run_cli
 from plumbing.args import output_file
 from plumbing.files import write_json
-from scratch.cli import check_optimizer_args, model_name
+from scratch.cli import model_name
 
-# name: (module with add_arguments(parser) and main(args, console), one line of help,
+# name: (module with add_arguments(parser), main(args, console) and maybe
+#        check_arguments(parser, args), one line of help,
 #        the options every such command shares: model, json, data (--data-dir), mnist
 #        (--data-dir, and the MNIST files read before any work))
 SUBCOMMANDS = {
@@ -39,6 +40,8 @@ SUBCOMMANDS = {
     "bugs": ("comparison.grading.bugtable", "the bug zoo: which check catches which "
              "mistake", {"json", "data"}),
     "lab": ("comparison.lab.cli", "the draw-a-digit lab, a local web page", {"data"}),
+    "parallel": ("comparison.parallel", "data parallelism by hand against tf.distribute: "
+                 "K replicas, several workers", set()),
 }
 MAIN_JOB = ("comparison.run", __doc__, {"model", "json", "mnist"})
 
@@ -75,8 +78,8 @@ def parse_args(argv) -> argparse.Namespace:
     module.add_arguments(chosen)
     args = parser.parse_args(argv)
     args.module, args.shared = module, shared
-    if name is None:
-        check_optimizer_args(parser, args)
+    if hasattr(module, "check_arguments"):  # rules between its options
+        module.check_arguments(chosen, args)
     return args
 
 

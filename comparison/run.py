@@ -21,7 +21,7 @@ from comparison.params import DEFAULT_MODELS, param_comparison, print_param_tabl
 from plumbing.files import write_figure
 from plumbing.args import batch_size, epoch_count, figure_file, output_folder, positive_int, seed_number
 from scratch import zoo
-from scratch.cli import add_optimizer_args
+from scratch.cli import add_optimizer_args, check_optimizer_args
 
 
 def add_arguments(parser) -> None:
@@ -43,6 +43,11 @@ def add_arguments(parser) -> None:
                         help="the curves and timings (default compare.png)")
     parser.add_argument("--inject", type=bugs.bug_argument, metavar="BUG",
                         help="plant this bug of `compare.py bugs` in the NumPy side")
+
+
+def check_arguments(parser, args) -> None:
+    """The rules between the optimizer flags; parser.error (exit 2) when one is broken."""
+    check_optimizer_args(parser, args)
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from keras_impl import optimizers
 from comparison import layout
+from keras_impl.distribute import forward_without_dropout
 from keras_impl.zoo_model import arch_layers, build_twinnet
 from keras_impl.train import make_loss_fn
 from scratch import gradcheck, optim
@@ -90,9 +91,7 @@ def keras_forward(keras_model, x, training: bool):
     """The Keras model's logits with dropout off; training=True makes BatchNorm use the
     batch's statistics (and update its moving ones), like NumPy's
     `forward(x, training=True, dropout=False)`."""
-    for layer in arch_layers(keras_model):
-        x = layer(x, training=training and not isinstance(layer, keras.layers.Dropout))
-    return x
+    return forward_without_dropout(keras_model, x, training)
 
 
 def keras_loss_and_grads(pair: TwinPair, x, y, training: bool = True):
@@ -154,20 +153,33 @@ def gradient_agreement(pair: TwinPair, x, y, training: bool = True) -> GradientR
     loss_tf, grads_tf = keras_loss_and_grads(pair, x, y, training)
     grads_by_var = dict(zip((id(v) for v in pair.keras_model.trainable_variables), grads_tf))
     zeros = {f"{i}/{key}" for i, key in model.biases_before_batchnorm()} if training else set()
-    largest = max(float(np.abs(g).max()) for g in grads_tf)
-    elementwise, normwise = {}, {}
-    for label, variable, layer, key in layout.paired_weights(pair.keras_model, model):
-        if id(variable) in grads_by_var:
-            ours, theirs = layer.grads[key], grads_by_var[id(variable)]
-            if label in zeros:
-                elementwise[label] = gradcheck.grad_rel_error(ours, theirs, largest)
-                normwise[label] = float(np.abs(ours - theirs).max()) / largest
-            else:
-                elementwise[label] = gradcheck.grad_rel_error(
-                    ours, theirs, max(ELEMENTWISE_FLOOR * largest, gradcheck.TINY))
-                normwise[label] = normwise_rel_error(ours, theirs)
+    pairs = {label: (layer.grads[key], grads_by_var[id(variable)])
+             for label, variable, layer, key in layout.paired_weights(pair.keras_model, model)
+             if id(variable) in grads_by_var}
+    elementwise, normwise = gradient_errors(pairs, zeros)
     return GradientReport(pair.dtype, float(loss_np), loss_tf, elementwise, normwise,
                           tuple(sorted(zeros)))
+
+
+def gradient_errors(pairs: dict, zeros=()) -> tuple[dict[str, float], dict[str, float]]:
+    """({label: elementwise error}, {label: norm-wise error}) of two gradients per variable.
+
+    pairs: label -> (ours, theirs). Entries are measured against ELEMENTWISE_FLOOR times
+    the largest gradient of the network at least; the variables in `zeros` (0 in exact
+    arithmetic, round-off on both sides) against that largest gradient itself.
+    """
+    largest = max(float(np.abs(theirs).max()) for _, theirs in pairs.values())
+    largest = max(largest, gradcheck.TINY)
+    elementwise, normwise = {}, {}
+    for label, (ours, theirs) in pairs.items():
+        if label in zeros:
+            elementwise[label] = gradcheck.grad_rel_error(ours, theirs, largest)
+            normwise[label] = float(np.abs(ours - theirs).max()) / largest
+        else:
+            elementwise[label] = gradcheck.grad_rel_error(
+                ours, theirs, max(ELEMENTWISE_FLOOR * largest, gradcheck.TINY))
+            normwise[label] = normwise_rel_error(ours, theirs)
+    return elementwise, normwise
 
 
 def optimizer_pair(name: str, lr: float | None = None, momentum: float = 0.0,

@@ -9,7 +9,7 @@ import pytest
 import compare
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN_ONLY = {"--epochs", "--inject", "--lockstep-steps", "--logdir", "--optimizer", "--dtype"}
+RUN_ONLY = {"--epochs", "--inject", "--logdir"}  # the main job's alone
 OPTIONS = {  # every subcommand's options, exactly
     "params": {"--model", "--json", "--all", "--hidden"},
     "gradcheck": {"--model", "--json", "--batch-size", "--seed"},
@@ -20,6 +20,9 @@ OPTIONS = {  # every subcommand's options, exactly
               "--memory", "--no-network"},
     "bugs": {"--json", "--data-dir", "--bug", "--fast", "--limit"},
     "lab": {"--data-dir", "--port", "--host", "--models", "--cache-dir"},
+    "parallel": {"--model", "--replicas", "--sync-bn", "--batch-size", "--seed",
+                 "--lockstep-steps", "--dtype", "--optimizer", "--lr", "--momentum",
+                 "--nesterov", "--sweep", "--limit", "--workers", "--json", "--data-dir"},
 }
 
 

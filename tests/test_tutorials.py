@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_from_scratch",
              "05_keras_sequential_fit", "06_subclass_gradienttape_tensorboard",
-             "07_side_by_side", "08_experiments", "09_write_your_own_layer", "10_explanations"]
+             "07_side_by_side", "08_experiments", "09_write_your_own_layer", "10_explanations",
+             "11_data_parallel"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
