@@ -95,7 +95,7 @@ def replicated_pair(name, dtype, replicas, seed, sync_bn):
     MirroredStrategy, the strategy): four copies of the same initial weights."""
     from comparison import layout, twin
     from keras_impl import distribute
-    from keras_impl.model import build_twinnet
+    from keras_impl.zoo_model import build_twinnet
     from scratch.parallel import DataParallel
 
     pair = twin.twin_pair(name, dtype, seed)
@@ -270,7 +270,7 @@ def sweep_section(args, console) -> dict:
 
     from keras_impl import distribute, optimizers
     from keras_impl.data import make_dataset
-    from keras_impl.model import build_twinnet
+    from keras_impl.zoo_model import build_twinnet
 
     per_replica = args.batch_size // args.replicas
     base = args.lr or DEFAULT_LR[args.optimizer]

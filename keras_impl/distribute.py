@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_impl.model import arch_layers
+from keras_impl.zoo_model import arch_layers
 
 
 def use_logical_cpus(count: int) -> None:

@@ -72,7 +72,7 @@ def train_replicated(strategy, name: str, batches, lr: float, seed: int):
     import tensorflow as tf
 
     from keras_impl import distribute
-    from keras_impl.model import build_twinnet
+    from keras_impl.zoo_model import build_twinnet
     from scratch.model import build_model
 
     global_batch = len(batches[0][1])

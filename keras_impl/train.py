@@ -153,7 +153,10 @@ def trace_steps(model, optimizer, loss_fn, train_metrics, val_metrics) -> None:
     dimension None (`input_signature`), each serves every batch, the short last one
     too, and train_step's graph is the one keras_impl.multistep's loop runs. A
     tf.function creates variables only in its first trace: the optimizer makes its
-    slots first (no-op when it has them)."""
+    slots first (no-op when it has them); a subclassed model not yet called makes its
+    weights here, at a first call on one blank image."""
+    if not model.built:
+        model(tf.zeros((1, *batch_input_shape(model)[1:])))
     optimizer.build(model.trainable_variables)
     x, y = input_signature(model)
     train_step.get_concrete_function(model, optimizer, loss_fn, train_metrics, x, y)
