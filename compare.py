@@ -10,7 +10,7 @@
 
     python compare.py params [--model NAME ... | --all | --hidden N]
     python compare.py gradcheck [--model NAME ...]
-    python compare.py bench [--json FILE] [--readme README.md]
+    python compare.py bench [--json FILE] [--readme README.md] [--busy N] [--quick]
     python compare.py profile [--model NAME ...] [--batch-size B] [--json F] [--figure F]
     python compare.py exercise LAYER [--out FILE] | --list   (a layer to write yourself)
     python compare.py check FILE.py [--layer LAYER] [--json OUT] [--plots DIR]   (grade it)
@@ -31,7 +31,7 @@ from rich.table import Table
 
 from keras_impl.data import SPLITS, add_data_dir_arg, load_split
 from comparison.grading import bugs, bugtable, exercise, student
-from comparison import benchreadme
+from comparison import bench
 from comparison.params import (DEFAULT_MODELS, ComparisonError, param_comparison,
                                           params_command, print_param_table)
 from scratch import zoo
@@ -280,9 +280,7 @@ def parse_args(argv):
         parser.add_argument("--limit", type=positive_int,
                             help="use only the first N training images")
     if command == "bench":
-        parser.add_argument("--readme", type=benchreadme.readme_file, metavar="FILE",
-                            help="write the results table, with the targets, into this "
-                                 "Markdown file (between its bench-table marker lines)")
+        bench.add_arguments(parser)
     if command == "profile":  # ms, FLOPs and bytes per layer: comparison/profile.py
         parser.add_argument("--batch-size", type=at_most(positive_int, 55_000), default=128)
         parser.add_argument("--figure", type=figure_file, help="stacked bars per layer")
@@ -317,8 +315,6 @@ def profile_command(args) -> dict:
 
 
 def bench_command(args) -> dict:
-    from comparison import bench
-
     return bench.main(args, console)
 
 

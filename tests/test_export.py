@@ -373,9 +373,13 @@ def test_grader_load_under_tf218(tmp_path):
         ours, our_probs = grader_check.grade(tmp_path / f"{name}.h5", x_test, y_test)
         their_probs = np.load(out / f"{name}.npy")
         assert theirs["input_shape"] == ours["input_shape"]
-        np.testing.assert_array_equal(their_probs.argmax(axis=1), our_probs.argmax(axis=1))
         # float32 softmax outputs; different TF builds may round differently, not more
         np.testing.assert_allclose(their_probs, our_probs, rtol=0, atol=1e-6)
+        # so the predicted digits agree wherever the top two are further apart than that
+        top_two = np.sort(our_probs, axis=1)[:, -2:]
+        clear = top_two[:, 1] - top_two[:, 0] > 2e-6
+        np.testing.assert_array_equal(their_probs.argmax(axis=1)[clear],
+                                      our_probs.argmax(axis=1)[clear])
         assert theirs["correct"] == ours["correct"]
         assert theirs["max_row_sum_error"] < 1e-5
     assert results[0]["accuracy"] > 0.85  # really trained, so equal scores mean something
