@@ -149,8 +149,8 @@ def time_engines(numpy_step, fit, batches, busy: int, rounds: int) -> dict:
     times = {engine: {load: [] for load in loads} for engine in ENGINES}
 
     def adaptive():
-        threads = BlasThreads()  # its first look at the machine is not timed
-        return time_loop(lambda x, y: (threads.adjust(), numpy_step(x, y)), batches)
+        with BlasThreads() as threads:  # its first look at the machine is not timed
+            return time_loop(lambda x, y: (threads.adjust(), numpy_step(x, y)), batches)
 
     runs = {"numpy": adaptive,
             "numpy_all_cpus": lambda: time_loop(numpy_step, batches),

@@ -73,6 +73,7 @@ def run(args, settings: dict, augmentation=None) -> dict:
     test_ds = make_dataset("test", **data)
     for _ in history:  # each new iterator reshuffles: skip the orders of the epochs done
         iter(train_ds)
+    # no --threads: one per CPU the machine leaves free (scratch_train restores the count)
     threads = BlasThreads() if args.threads is None else None
     report = {"implementation": "numpy", "settings": settings,
               "optimizer": {"name": args.optimizer, **dataclasses.asdict(optimizer)},

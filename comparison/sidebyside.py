@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from threadpoolctl import threadpool_limits
 
 from keras_impl.data import make_dataset
 from keras_impl.train import EpochMetrics, make_test_step, make_train_step
@@ -52,9 +51,9 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
     n_batches = sum(1 for _ in train)  # one pass also fills the pipeline's cache
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-    threads = BlasThreads()  # NumPy's BLAS threads: one per CPU the machine leaves free
+    # NumPy's BLAS threads: one per CPU the machine leaves free
     with Progress(*columns, console=console, transient=True) as progress, \
-            threadpool_limits(limits=None, user_api="blas"):  # the count restored after
+            BlasThreads() as threads:
         for epoch in range(1, args.epochs + 1):
             task = progress.add_task(f"{pair.name} epoch {epoch}/{args.epochs}", total=n_batches,
                                      status="")

@@ -89,14 +89,20 @@ def threads_for(free: float | None, most: int) -> int:
 class BlasThreads:
     """NumPy's BLAS thread count, re-decided from the free CPUs every INTERVAL seconds.
 
+        with BlasThreads() as threads:   # the count before it is restored on leaving
+            for batch in batches:
+                threads.adjust()
+                ...
+
     most: the largest count to use (default: every usable CPU). The count in force is
-    `threads`; `history` counts the steps run at each count (the bench reports it).
+    `threads`; `history` counts the steps run at each count.
     """
 
     def __init__(self, most: int | None = None):
         self.most = most or len(usable_cpus())
         self._free = FreeCpus()
         self._controller = ThreadpoolController()
+        self._original = None  # the first limiter, which remembers the count before
         self._checked = time.monotonic()
         self.threads = 0
         self.history: dict[int, int] = {}
@@ -105,7 +111,8 @@ class BlasThreads:
 
     def _set(self, threads: int) -> None:
         if threads != self.threads:
-            self._controller.limit(limits=threads, user_api="blas")
+            limiter = self._controller.limit(limits=threads, user_api="blas")
+            self._original = self._original or limiter
             self.threads = threads
 
     def adjust(self) -> int:
@@ -116,6 +123,13 @@ class BlasThreads:
             self._set(threads_for(self._free.free(), self.most))
         self.history[self.threads] = self.history.get(self.threads, 0) + 1
         return self.threads
+
+    def __enter__(self) -> BlasThreads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._original is not None:
+            self._original.restore_original_limits()
 
 
 # A loop that only burns CPU: what a compile, a browser tab or a classmate's job does to a

@@ -50,11 +50,12 @@ def test_blas_threads_follow_the_free_cpus(monkeypatch):
     monkeypatch.setattr(cpus.FreeCpus, "free", lambda self: next(free))
     monkeypatch.setattr(cpus, "FIRST_LOOK", 0.0)
     monkeypatch.setattr(cpus, "INTERVAL", 0.0)
-    with threadpool_limits(limits=None, user_api="blas"):  # restored afterwards
-        threads = cpus.BlasThreads(most=2)
-        assert threads.threads == 2 == blas_threads_now()
-        assert threads.adjust() == 1 == blas_threads_now()
-        assert threads.adjust() == 2 == blas_threads_now()
+    with threadpool_limits(limits=1, user_api="blas"):  # restored afterwards
+        with cpus.BlasThreads(most=2) as threads:
+            assert threads.threads == 2 == blas_threads_now()
+            assert threads.adjust() == 1 == blas_threads_now()
+            assert threads.adjust() == 2 == blas_threads_now()
+        assert blas_threads_now() == 1  # the count before the block
     assert threads.history == {1: 1, 2: 1}
 
 
