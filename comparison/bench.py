@@ -25,14 +25,15 @@ MAX_BUSY = 64
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--readme", type=benchreadme.readme_file, metavar="FILE",
+    output = parser.add_mutually_exclusive_group()  # --quick lacks columns of the table
+    output.add_argument("--readme", type=benchreadme.readme_file, metavar="FILE",
                         help="write the results table, with the targets, into this "
                              "Markdown file (between its bench-table marker lines)")
     parser.add_argument("--busy", type=at_most(nonnegative_int, MAX_BUSY), default=0,
                         metavar="N",
                         help="also time every engine beside N CPU-bound processes and report "
                              "its slowdown (default 0: idle only)")
-    parser.add_argument("--quick", action="store_true",
+    output.add_argument("--quick", action="store_true",
                         help=f"{QUICK_STEPS} batches per model, one round, no custom loop, "
                              "pipeline or memory figures (a try-out, not a measurement)")
 
