@@ -7,7 +7,7 @@ this machine's matmul peak, and the bytes of each layer's output and of the im2c
 buffer the NumPy convolution builds (and keeps for its backward pass).
 
 NumPy is timed function by function inside real training steps (`loss_and_grads`,
-then Adam) on NUMPY_BLAS_THREADS BLAS thread, the NumPy CLI's default, in CPU time of
+then Adam) on NUMPY_BLAS_THREADS BLAS thread, its count on a busy machine, in CPU time of
 the one thread doing the work (the mean over STEPS steps); what the layers leave of
 the step is Adam and the loss with the Python around them.
 
@@ -32,7 +32,7 @@ from rich import box
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
-from comparison.bench import layer_flops, matmul_peak
+from comparison.benchtimes import layer_flops, matmul_peak
 from keras_impl.model import arch_layers
 from comparison.params import DEFAULT_MODELS
 from comparison.twin import optimizer_pair, twin_pair
@@ -42,7 +42,7 @@ from scratch import zoo
 
 WARMUP_STEPS = 2
 STEPS = 10  # timed training steps (NumPy) and calls per Keras graph
-NUMPY_BLAS_THREADS = 1  # busy-waiting OpenBLAS threads slow down badly on shared cores
+NUMPY_BLAS_THREADS = 1  # one thread's CPU time per layer; BLAS threads wait on shared cores
 MB = 1e6
 
 
@@ -205,7 +205,7 @@ def keras_times(pair, train_step, batches, rows) -> dict:
 
 
 def measured_peak() -> dict:
-    """bench.matmul_peak with NumPy on the BLAS threads its layers are timed on."""
+    """benchtimes.matmul_peak with NumPy on the BLAS threads its layers are timed on."""
     with threadpool_limits(limits=NUMPY_BLAS_THREADS, user_api="blas"):
         return matmul_peak()
 
