@@ -62,11 +62,37 @@ def _decimals(text: str) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
+# The engines of a --busy run, as the tables name them (comparison.benchtimes.ENGINES)
+ENGINE_NAMES = {"numpy": "NumPy", "numpy_all_cpus": "NumPy, every CPU",
+                "numpy_1thread": "NumPy, 1 thread", "keras_fit": "Keras fit()"}
+
+
+def _of_peak(gflops: float, results: dict) -> str:
+    return f"{gflops / max(results['matmul_peak_gflops'].values()):.0%}"
+
+
+def machine_markdown(machine: dict) -> str:
+    """One paragraph naming the machine a bench ran on (comparison.machine.describe)."""
+    lib = machine["blas"]
+    quota = f", cgroup quota {machine['cpu_quota']:g} CPUs" if machine.get("cpu_quota") else ""
+    return (f"Machine: {machine['cpu']}, {machine['usable_cpus']} usable CPUs{quota} "
+            f"(vector instructions {', '.join(machine['vector_flags']) or 'none listed'}); "
+            f"load average {machine['load_average_1min']:g} at the start, "
+            f"{machine.get('load_average_1min_at_end', float('nan')):g} at the end. "
+            f"NumPy {machine['numpy']} on {lib['library']} {lib.get('version') or ''} "
+            f"({lib.get('kernels') or '?'} kernels, up to {lib.get('max_threads')} threads, "
+            f"as many used as CPUs are free); TensorFlow {machine['tensorflow']} "
+            f"({machine['tensorflow_kernels']} kernels), Keras {machine['keras']}.")
+
+
 def bench_markdown(results: dict) -> str:
-    """The bench's results (bench.main's dict) as a Markdown table with the targets."""
+    """The bench's results (bench.main's dict) as a Markdown table with the targets, each
+    engine's GFLOP/s as a share of the machine's matmul peak beside each ratio; the machine
+    and (--busy) the slowdowns below it."""
     header = ["model", "NumPy s/epoch (1 thread)", "Keras `fit()`", "Keras custom loop",
-              "NumPy / fit (target)", "custom / fit", "NumPy GFLOP/s (target)", "fit GFLOP/s",
-              "NumPy peak MB (target)", "pipeline share"]
+              "NumPy / fit (target)", "NumPy / fit peak share", "custom / fit",
+              "NumPy GFLOP/s (target)", "fit GFLOP/s", "NumPy peak MB (target)",
+              "pipeline share"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for name, r in results["models"].items():
         target = TARGETS.get(name, {})
@@ -75,6 +101,8 @@ def bench_markdown(results: dict) -> str:
                  f"{r['keras_fit_s_per_epoch']:.2f}", f"{r['keras_custom_s_per_epoch']:.2f}",
                  _against(r["ratio_numpy_over_fit"], target.get("ratio"), True,
                           f"{r['ratio_numpy_over_fit']:.2f}"),
+                 f"{_of_peak(r['numpy_gflops'], results)} / "
+                 f"{_of_peak(r['keras_fit_gflops'], results)}",
                  f"{r['ratio_custom_over_fit']:.2f}",
                  _against(r["numpy_gflops"], target.get("gflops"), False,
                           f"{r['numpy_gflops']:.0f}"),
@@ -86,7 +114,24 @@ def bench_markdown(results: dict) -> str:
     peak = results["matmul_peak_gflops"]
     lines.append("")
     lines.append(f"Matmul peak in the same run (1024 x 1024 float32): NumPy "
-                 f"{peak['numpy']:.0f} GFLOP/s, TensorFlow {peak['tensorflow']:.0f} GFLOP/s.")
+                 f"{peak['numpy']:.0f} GFLOP/s, TensorFlow {peak['tensorflow']:.0f} GFLOP/s; "
+                 "\"peak share\" is each engine's GFLOP/s as a share of the larger.")
+    if "machine" in results:
+        lines += ["", machine_markdown(results["machine"])]
+    if results.get("busy_processes"):
+        lines += ["", busy_markdown(results)]
+    return "\n".join(lines)
+
+
+def busy_markdown(results: dict) -> str:
+    """The --busy slowdowns: busy / idle seconds per engine, its fair share in brackets."""
+    header = ["model", *(f"{name} slowdown (fair share)" for name in ENGINE_NAMES.values())]
+    lines = [f"Beside {results['busy_processes']} CPU-bound process(es), same run:", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, r in results["models"].items():
+        cells = [f"{r[f'{e}_slowdown']:.2f} ({r[f'{e}_fair_slowdown']:.2f})"
+                 for e in ENGINE_NAMES]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ from rich import box
 from rich.table import Table
 from threadpoolctl import threadpool_limits
 
-from comparison.bench import layer_flops, matmul_peak
+from comparison.benchtimes import layer_flops, matmul_peak
 from keras_impl.zoo_model import arch_layers
 from comparison.params import DEFAULT_MODELS
 from comparison.twin import optimizer_pair, twin_pair
@@ -207,7 +207,7 @@ def keras_times(pair, train_step, batches, rows) -> dict:
 
 
 def measured_peak() -> dict:
-    """bench.matmul_peak with NumPy on the BLAS threads its layers are timed on."""
+    """benchtimes.matmul_peak with NumPy on the BLAS threads its layers are timed on."""
     with threadpool_limits(limits=NUMPY_BLAS_THREADS, user_api="blas"):
         return matmul_peak()
 

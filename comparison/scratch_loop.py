@@ -19,6 +19,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from threadpoolctl import threadpool_info
 
 from keras_impl.data import make_dataset
+from plumbing.cpus import BlasThreads
 from plumbing.interrupts import stops_between_steps
 from scratch import zoo
 from plumbing.files import write_json
@@ -39,12 +40,15 @@ def progress_bar(console):
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
 
 
-def stopping_progress(progress, task, stop):
+def stopping_progress(progress, task, stop, threads=None):
     """train_epoch's on_batch: advance the progress bar, then stop the run here, between
-    steps, if a Ctrl-C or SIGTERM was noted (`stop`, of plumbing.interrupts)."""
+    steps, if a Ctrl-C or SIGTERM was noted (`stop`, of plumbing.interrupts); and let
+    `threads` (a plumbing.cpus.BlasThreads, or None) re-decide the BLAS thread count."""
     def on_batch(loss, acc):
         progress.update(task, advance=1, loss=loss, acc=acc)
         stop.check()
+        if threads is not None:
+            threads.adjust()
 
     return on_batch
 
@@ -69,13 +73,17 @@ def run(args, settings: dict, augmentation=None) -> dict:
     test_ds = make_dataset("test", **data)
     for _ in history:  # each new iterator reshuffles: skip the orders of the epochs done
         iter(train_ds)
+    # no --threads: one per CPU the machine leaves free (scratch_train restores the count)
+    threads = BlasThreads() if args.threads is None else None
     report = {"implementation": "numpy", "settings": settings,
               "optimizer": {"name": args.optimizer, **dataclasses.asdict(optimizer)},
               "params": model.count_params(), "blas_threads": blas_threads(), "epochs": history}
+    chosen = " (one per free CPU, re-decided every second)" if threads else ""
 
     console = Console()
     console.print(f"{args.model}: {model.count_params():,} parameters, {optimizer}, "
-                  f"batch {args.batch_size}, {blas_threads()} BLAS thread(s)", soft_wrap=True)
+                  f"batch {args.batch_size}, {blas_threads()} BLAS thread(s){chosen}",
+                  soft_wrap=True)
     steps = int(train_ds.cardinality())
     steps = steps if steps >= 0 else None  # unknown for some pipelines
     schedule = None
@@ -90,7 +98,7 @@ def run(args, settings: dict, augmentation=None) -> dict:
                                          loss=0, acc=0)
                 start = time.perf_counter()
                 loss, acc = train_epoch(model, optimizer, train_ds.as_numpy_iterator(),
-                                        stopping_progress(progress, task, stop),
+                                        stopping_progress(progress, task, stop, threads),
                                         schedule=schedule, first_step=(epoch - 1) * (steps or 0),
                                         label_smoothing=args.label_smoothing)
                 seconds = time.perf_counter() - start
@@ -98,6 +106,8 @@ def run(args, settings: dict, augmentation=None) -> dict:
                                          args.label_smoothing)
             history.append({"epoch": epoch, "loss": loss, "accuracy": acc,
                             "val_loss": val_loss, "val_accuracy": val_acc, "seconds": seconds})
+            if threads:
+                report["steps_per_blas_thread_count"] = dict(threads.history)
             console.print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
                           f"val_loss {val_loss:.4f} val_accuracy {val_acc:.4f} "
                           f"({seconds:.1f} s)", soft_wrap=True)

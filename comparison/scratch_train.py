@@ -81,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save", metavar="FILE", type=output_file, default=None,
                         help="checkpoint .npz, rewritten after every epoch")
     parser.add_argument("--threads", metavar="N", type=at_most(nonnegative_int, MAX_THREADS),
-                        default=1,
-                        help="threads for NumPy's matrix products (default 1: OpenBLAS threads "
-                             "busy-wait and slow down badly on busy cores; 2 is ~30%% faster for "
-                             "CNNs on 2 idle cores; 0: the BLAS default)")
+                        default=None,
+                        help="threads for NumPy's matrix products (default: one per CPU left "
+                             "free by other programs, re-decided every second, since BLAS "
+                             "threads on busy cores wait for each other; 0: the BLAS default)")
     parser.add_argument("--readable-layers", action="store_true",
                         help="train with scratch/layers.py's readable layers instead of "
                              "scratch/fast_layers.py (same numbers up to rounding, slower)")
@@ -128,7 +128,8 @@ def main(argv=None) -> dict:
     from keras_impl.augment import Augmentation  # imports TensorFlow: after the checks
 
     seed_tensorflow(args.seed)  # the batch order and augmentations of keras_impl.train
-    # Restored on exit: tests call main in-process.
+    # Restored on exit: tests call main in-process. Without --threads, scratch_loop
+    # chooses the count while it trains (plumbing.cpus).
     with threadpool_limits(limits=args.threads or None, user_api="blas"):
         return scratch_loop.run(args, run_settings(args),
                                 Augmentation() if args.augment else None)

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from keras_impl.data import make_dataset
 from keras_impl.train import EpochMetrics, make_test_step, make_train_step
 from comparison.twin import TwinPair, optimizer_pair
+from plumbing.cpus import BlasThreads
 from scratch import zoo
 from scratch.train import evaluate as numpy_evaluate
 
@@ -50,7 +51,9 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
     n_batches = sum(1 for _ in train)  # one pass also fills the pipeline's cache
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    # NumPy's BLAS threads: one per CPU the machine leaves free
+    with Progress(*columns, console=console, transient=True) as progress, \
+            BlasThreads() as threads:
         for epoch in range(1, args.epochs + 1):
             task = progress.add_task(f"{pair.name} epoch {epoch}/{args.epochs}", total=n_batches,
                                      status="")
@@ -61,6 +64,7 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
             for x, y in train:
                 start = time.perf_counter()
                 pipeline_seconds += start - waited
+                threads.adjust()
                 y_np = y.numpy()
                 loss_np, logits = pair.numpy_model.loss_and_grads(x.numpy(), y_np, training=True)
                 pair.numpy_model.apply_gradients(numpy_opt)
@@ -98,6 +102,7 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
         per_epoch = float(np.mean(record["seconds"]))
         results[side] = {**record, "seconds_per_epoch": per_epoch,
                          "images_per_second": n_images / per_epoch}
+    results["numpy"]["steps_per_blas_thread_count"] = dict(threads.history)
     results["numpy"]["test_accuracy"] = numpy_evaluate(pair.numpy_model,
                                                        test.as_numpy_iterator())[1]
     results["keras"]["test_accuracy"] = keras_evaluate(test_step, eval_metrics, test)[1]

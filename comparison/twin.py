@@ -24,6 +24,7 @@ from comparison import layout
 from keras_impl.distribute import forward_without_dropout
 from keras_impl.zoo_model import arch_layers, build_twinnet
 from keras_impl.train import make_loss_fn
+from plumbing.cpus import BlasThreads
 from scratch import gradcheck, optim
 from scratch.model import build_model
 
@@ -201,16 +202,18 @@ def lockstep(pair: TwinPair, batches, optimizer: str, learning_rate: float | Non
     keras_opt, numpy_opt = optimizer_pair(optimizer, learning_rate, momentum, nesterov)
     variables = pair.keras_model.trainable_variables
     numpy_losses, keras_losses = [], []
-    for step, (x, y) in enumerate(batches):
-        if step == steps:
-            break
-        x = np.asarray(x, dtype=pair.dtype)
-        loss_np, _ = pair.numpy_model.loss_and_grads(x, y, training=True, dropout=False)
-        pair.numpy_model.apply_gradients(numpy_opt)
-        loss_tf, grads = keras_loss_and_grads(pair, x, y)
-        keras_opt.apply_gradients(zip(grads, variables))
-        numpy_losses.append(float(loss_np))
-        keras_losses.append(loss_tf)
+    with BlasThreads() as threads:  # NumPy's: one per CPU the machine leaves free
+        for step, (x, y) in enumerate(batches):
+            if step == steps:
+                break
+            threads.adjust()
+            x = np.asarray(x, dtype=pair.dtype)
+            loss_np, _ = pair.numpy_model.loss_and_grads(x, y, training=True, dropout=False)
+            pair.numpy_model.apply_gradients(numpy_opt)
+            loss_tf, grads = keras_loss_and_grads(pair, x, y)
+            keras_opt.apply_gradients(zip(grads, variables))
+            numpy_losses.append(float(loss_np))
+            keras_losses.append(loss_tf)
     return numpy_losses, keras_losses
 
 

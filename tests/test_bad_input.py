@@ -205,6 +205,12 @@ def fast_cases():
         "accuracy table of an incomplete JSON": (
             lambda f: ["-m", "comparison.experiments.accuracy", "table", "--out", f.incomplete_results],
             ["keras-best-seed0-test.json", "KeyError: 'original'"], 2),
+        "bench --quick has no README table": (
+            lambda f: [compare, "bench", "--quick", "--readme", "README.md"],
+            ["--readme: not allowed with argument --quick"], 2),
+        "bench --busy of a negative count": (
+            lambda f: [compare, "bench", "--busy", "-1"],
+            ["--busy: must be an integer >= 0, got '-1'"], 2),
         # options that were ignored
         "bench reads --data-dir": (lambda f: [compare, "bench", "--data-dir", f.tiny],
                                    ["tiny: the train split is empty"], 2),

@@ -45,6 +45,40 @@ def softmax_of(model, x) -> np.ndarray:
     return keras.ops.convert_to_numpy(keras.ops.softmax(model(x, training=False)))
 
 
+UNIT_ROUNDOFF = 2.0 ** -24  # float32
+
+
+def gamma(n: int) -> float:
+    """Higham's gamma_n = n u / (1 - n u): a float32 sum of n products, in any order and
+    with or without fused multiply-adds, is within gamma_n * sum |products| of the exact sum."""
+    return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
+
+
+def fc128_probabilities_float64(model, x) -> tuple[np.ndarray, np.ndarray]:
+    """fc128's softmax probabilities of float32 images x (N, 28, 28) in float64 from its
+    float32 weights, and per entry how far any float32 evaluation may lie from them:
+
+    hidden pre-activations  e1 <= gamma_785 (|W1|^T |x| + |b1|)  (ReLU moves none further)
+    logits                  e2 <= |W2|^T e1 + gamma_129 (|W2|^T (|h| + e1) + |b2|)
+    probabilities           |dp| <= p (exp(2 d) - 1 + 20 u),  d = max(e2 + u |z - max z|)
+
+    (a logit shift d changes p by a factor in [exp(-2d), exp(2d)]; the 20 u cover the
+    rounded subtraction, exp, a 10-term sum, the division and the stored float32)."""
+    (w1, b1), (w2, b2) = ([np.float64(w.numpy()) for w in layer.weights]
+                          for layer in model.layers if layer.weights)
+    x = np.float64(x.reshape(len(x), -1))
+    pre = x @ w1 + b1
+    e1 = gamma(785) * (np.abs(x) @ np.abs(w1) + np.abs(b1))
+    hidden = np.maximum(pre, 0.0)
+    z = hidden @ w2 + b2
+    e2 = np.abs(e1) @ np.abs(w2) + gamma(129) * ((hidden + e1) @ np.abs(w2) + np.abs(b2))
+    d = (e2 + UNIT_ROUNDOFF * np.abs(z - z.max(axis=1, keepdims=True))).max(axis=1,
+                                                                            keepdims=True)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return p, p * (np.expm1(2 * d) + 20 * UNIT_ROUNDOFF)
+
+
 def grader_load(path):
     """What the grader calls (the Keras behind tensorflow.keras)."""
     return tensorflow.keras.models.load_model(path)
@@ -294,13 +328,17 @@ def test_grader_check_scores_an_export(tmp_path, capsys):
     x_test = rng.integers(0, 256, size=(200, 28, 28), dtype=np.uint8)
     y_test = rng.integers(0, 10, size=200).astype(np.uint8)
     np.savez(tmp_path / "test.npz", x_test=x_test, y_test=y_test)
-    expected = softmax_of(source, x_test.astype("float32").reshape(-1, 784) / 255)
+    expected, bound = fc128_probabilities_float64(source, x_test.astype("float32") / 255)
 
     grader_check.main([str(tmp_path / "fc128.h5"), "--npz", str(tmp_path / "test.npz"),
                        "--save-dir", str(tmp_path)])
     [result] = json.loads((tmp_path / "results.json").read_text())
-    np.testing.assert_array_equal(np.load(tmp_path / "fc128.npy"), expected)
-    assert result["correct"] == int((expected.argmax(axis=1) == y_test).sum())
+    saved = np.load(tmp_path / "fc128.npy")
+    assert saved.shape == expected.shape and saved.dtype == np.float32
+    # predict() runs batches of 32, so its float32 sums run in another order than a call on
+    # all 200 rows would (1.8e-7 apart on an AMD EPYC): judged against exact arithmetic
+    assert (np.abs(saved - expected) <= bound).all(), np.abs(saved - expected).max()
+    assert result["correct"] == int((saved.argmax(axis=1) == y_test).sum())
     assert result["input_shape"] == [None, 784]
     assert f"accuracy {result['accuracy']:.4f}" in capsys.readouterr().out
 
@@ -347,9 +385,13 @@ def test_grader_load_under_tf218(tmp_path):
         ours, our_probs = grader_check.grade(tmp_path / f"{name}.h5", x_test, y_test)
         their_probs = np.load(out / f"{name}.npy")
         assert theirs["input_shape"] == ours["input_shape"]
-        np.testing.assert_array_equal(their_probs.argmax(axis=1), our_probs.argmax(axis=1))
         # float32 softmax outputs; different TF builds may round differently, not more
         np.testing.assert_allclose(their_probs, our_probs, rtol=0, atol=1e-6)
+        # so the predicted digits agree wherever the top two are further apart than that
+        top_two = np.sort(our_probs, axis=1)[:, -2:]
+        clear = top_two[:, 1] - top_two[:, 0] > 2e-6
+        np.testing.assert_array_equal(their_probs.argmax(axis=1)[clear],
+                                      our_probs.argmax(axis=1)[clear])
         assert theirs["correct"] == ours["correct"]
         assert theirs["max_row_sum_error"] < 1e-5
     assert results[0]["accuracy"] > 0.85  # really trained, so equal scores mean something
