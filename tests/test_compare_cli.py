@@ -13,7 +13,7 @@ RUN_ONLY = {"--epochs", "--inject", "--logdir"}  # the main job's alone
 OPTIONS = {  # every subcommand's options, exactly
     "params": {"--model", "--json", "--all", "--hidden"},
     "gradcheck": {"--model", "--json", "--batch-size", "--seed"},
-    "bench": {"--model", "--json", "--data-dir", "--readme"},
+    "bench": {"--model", "--json", "--data-dir", "--readme", "--busy", "--quick"},
     "profile": {"--model", "--json", "--data-dir", "--batch-size", "--figure"},
     "exercise": {"--out", "--force", "--list"},
     "check": {"--json", "--layer", "--plots", "--gradebook", "--gradescope", "--jobs", "--timeout",
