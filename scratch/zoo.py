@@ -20,7 +20,8 @@ import argparse
 import re
 from dataclasses import dataclass, field
 
-from scratch.registry import LayerSpec, kind_of, param_count
+from scratch.layer_shapes import param_count
+from scratch.registry import LayerSpec, kind_of
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
