@@ -15,7 +15,9 @@ This file is written to be read: each backward pass is the chain rule applied
 to its forward pass, line by line. `scratch.fast_layers` computes the same
 numbers with tricks that exist only for speed (im2col, bit masks, fused ReLU);
 the tests prove the two equal. The layer objects that hold `params` and
-`grads` around these functions are in `scratch.layer_classes`.
+`grads` around these functions are in `scratch.layer_classes`. The padding,
+stride and window-view helpers conv2d and pooling share are in `scratch.windows`;
+the residual block, a composition of these pairs, is in `scratch.residual`.
 """
 from __future__ import annotations
 

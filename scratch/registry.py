@@ -18,7 +18,8 @@ project knows about that kind of layer:
 
 `scratch.zoo` (parameter tables), `scratch.famous`, `scratch.model.build_model`,
 `keras_impl.zoo_model` and `keras_impl.export` all read this table, so a new kind is
-one entry here plus its forward/backward pair in scratch/layers.py (and in
+one entry here (its shape functions in scratch/layer_shapes.py when the defaults do not
+fit) plus its forward/backward pair in scratch/layers.py (and in
 scratch/fast_layers.py only if it needs a faster one). Its entry's `make_numpy` builds
 the generic `PairLayer(kind, params, name=..., **options)` around that pair; the kinds
 with classes of their own need more than a pair (see CONTRIBUTING.md). NumPy only: the

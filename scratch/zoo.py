@@ -64,7 +64,7 @@ GLOBAL_AVERAGE = LayerSpec("globalavgpool2d")
 
 
 def residual(filters, strides=1):
-    """A ResNet basic block (scratch.layers.residual_forward); strides 2 halves the image."""
+    """A ResNet basic block (scratch.residual.residual_forward); strides 2 halves the image."""
     return LayerSpec("residual", filters=filters, strides=strides)
 
 
