@@ -1,7 +1,7 @@
 """Keras layers of twinnet's own, written from built-in Keras layers: the twins of the
 registry kinds that Keras has no single layer for.
 
-`ResidualBlock` is the twin of `scratch.layers.residual_forward`: its sublayers are named
+`ResidualBlock` is the twin of `scratch.residual.residual_forward`: its sublayers are named
 so that their variables' paths, "conv_a/kernel", "bn_a/gamma", ..., are the keys of the
 NumPy block's params (`keras_impl.zoo_model.weight_key`).
 """

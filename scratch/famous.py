@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from scratch.registry import NO_WEIGHTS, LayerSpec, kind_of, param_count, window_out
+from scratch.layer_shapes import NO_WEIGHTS, param_count, window_out
+from scratch.registry import LayerSpec, kind_of
 from scratch.zoo import ParamRow
 
 

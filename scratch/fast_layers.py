@@ -17,7 +17,7 @@ values and gradients, ties included. The tricks:
   max-pooling (`relu=True`), a ReLU applied in place on a fresh pre-activation,
   no input gradient for a network's first layer (`input_grad=False`).
 
-Same names as in `scratch.layers`, and the same positional arguments; the
+Same names as the readable ones (`scratch.layers`, `scratch.residual`), and the same positional arguments; the
 speed-only flags are keywords whose defaults give the readable behaviour.
 Functions without a fast twin (flatten, dropout, dense_forward, relu_backward,
 avgpool2d) are used from `scratch.layers` directly.
@@ -29,8 +29,9 @@ import sys
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from scratch import layers
-from scratch.layers import BN_EPSILON, conv_pads, pad_input, pair, tap, unpad
+from scratch import layers, residual
+from scratch.layers import BN_EPSILON
+from scratch.windows import conv_pads, pad_input, pair, pool_geometry, tap, unpad
 
 # --- dense ---------------------------------------------------------------
 
@@ -281,7 +282,7 @@ def keep_first_maximum(is_max):
 def avgpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
     """layers.avgpool2d_forward; for windows that tile the image, the mean over the
     window axes of pool_windows' view (no copy of x), else the readable function."""
-    geometry = layers.pool_geometry(x.shape, pool_size, strides, padding)
+    geometry = pool_geometry(x.shape, pool_size, strides, padding)
     if not tiles(geometry):
         return layers.avgpool2d_forward(x, pool_size, strides, padding)
     return pool_windows(x, geometry[0][0]).mean(axis=(2, 4)), (x.shape, geometry, None)
@@ -382,6 +383,6 @@ def batchnorm_backward(dout, cache):
 
 
 def residual_forward(x, params, strides=1, training=False):
-    """layers.residual_forward with this file's conv2d and batchnorm (its backward, read
+    """residual.residual_forward with this file's conv2d and batchnorm (its backward, read
     from the cache, then uses them too)."""
-    return layers.residual_forward(x, params, strides, training, sys.modules[__name__])
+    return residual.residual_forward(x, params, strides, training, sys.modules[__name__])

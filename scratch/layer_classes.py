@@ -5,7 +5,7 @@ Keras layer holds its variables.
     out = layer.forward(x, training=True)   # keeps what backward needs
     dx = layer.backward(dout)               # fills layer.grads, returns dL/dx
 
-Most kinds need nothing more than their pair of `scratch.layers`, so one
+Most kinds need nothing more than their readable pair, so one
 generic object serves them all: `PairLayer("avgpool2d", pool_size=2)` calls
 `avgpool2d_forward(x, pool_size=2)` and `avgpool2d_backward(dout, cache)`. The
 other classes here exist for what a pair alone cannot do: fuse a ReLU (Dense,
@@ -18,7 +18,7 @@ optimizer updates. (BatchNorm's moving statistics are not trained: its forward
 pass in training mode updates them, as Keras's does.)
 
 `fast` (default True) picks the functions: `scratch.fast_layers` where a fast
-twin exists, else the readable `scratch.layers`. Two further savings apply only
+twin exists, else the readable `scratch.layers` (`scratch.residual` for the block). Two further savings apply only
 when fast, set by the Model: `input_grad = False` on a network's first layer
 skips dL/dx, and a ReLU followed by max pooling is applied by the pooling layer,
 after the maxima (`relu_in_next_layer` on the ReLU's layer, `relu_after_pooling`
@@ -28,7 +28,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratch import fast_layers, layers
+from scratch import fast_layers, layers, residual
+from scratch.windows import pair
+
+# Where the readable pairs live: the layers, and the residual block composed of them.
+READABLE_MODULES = (layers, residual)
+
+
+def readable_function(name: str):
+    """The readable function `name` ("avgpool2d_forward", "residual_backward", ...), looked
+    up in READABLE_MODULES at call time; None when none of them has it."""
+    for module in READABLE_MODULES:
+        if hasattr(module, name):
+            return getattr(module, name)
+    return None
 
 
 class Layer:
@@ -60,12 +73,12 @@ class PairLayer(Layer):
     `dense_forward(x, params)` takes them; `options` are the kind's settings, e.g.
     pool_size=2. Each function is the fast twin in `scratch.fast_layers` when `fast`
     and one of that name exists there (a drop-in: same arguments, same numbers, its
-    input left untouched), else the readable one of `scratch.layers`.
+    input left untouched), else the readable one (readable_function).
     """
 
     def __init__(self, kind: str, params: dict | None = None, name: str = "", **options):
         super().__init__(name)
-        if not hasattr(layers, f"{kind}_forward"):
+        if readable_function(f"{kind}_forward") is None:
             raise ValueError(f"layer kind {kind!r}: scratch.layers has no {kind}_forward")
         self.kind = kind
         self.params = dict(params or {})
@@ -76,7 +89,7 @@ class PairLayer(Layer):
         name = f"{self.kind}_{step}"
         if self.fast and hasattr(fast_layers, name):
             return getattr(fast_layers, name)
-        return getattr(layers, name)
+        return readable_function(name)
 
     def forward(self, x, training=False):
         weights = (self.params,) if self.params else ()
@@ -170,7 +183,7 @@ class MaxPool2D(Layer):
     def __init__(self, pool_size=2, name="", strides=None, padding="valid"):
         super().__init__(name)
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
-        self.tiles = ((strides is None or layers.pair(strides) == (pool_size, pool_size))
+        self.tiles = ((strides is None or pair(strides) == (pool_size, pool_size))
                       and padding == "valid")
         self.relu_after_pooling = False
 
@@ -272,7 +285,7 @@ class Dropout(Layer):
 
 
 class ResidualBlock(Layer):
-    """A ResNet basic block (layers.residual_forward): conv-BN-ReLU-conv-BN plus the skip
+    """A ResNet basic block (residual.residual_forward): conv-BN-ReLU-conv-BN plus the skip
     path, then ReLU; x (N, H, W, C) -> (N, ceil(H/s), ceil(W/s), filters).
 
     params by Keras variable path ("conv_a/kernel", "bn_a/gamma", ...); a class of its
@@ -287,17 +300,17 @@ class ResidualBlock(Layer):
         self.non_trainable = tuple(key for key in self.params if "/moving_" in key)
 
     def forward(self, x, training=False):
-        functions = fast_layers if self.fast else layers
+        functions = fast_layers if self.fast else residual
         out, self.cache = functions.residual_forward(x, self.params, self.strides, training)
         if training:
-            for name, batch_stats in layers.residual_batch_stats(self.cache).items():
+            for name, batch_stats in residual.residual_batch_stats(self.cache).items():
                 moving = {key: self.params[f"{name}/{key}"]
                           for key in ("moving_mean", "moving_variance")}
                 layers.moving_average_update(moving, batch_stats)
         return out
 
     def backward(self, dout):
-        grads = layers.residual_backward(dout, self.cache)
+        grads = residual.residual_backward(dout, self.cache)
         dx = grads.pop("x")
         self.grads = grads
         return dx

@@ -15,13 +15,16 @@ This file is written to be read: each backward pass is the chain rule applied
 to its forward pass, line by line. `scratch.fast_layers` computes the same
 numbers with tricks that exist only for speed (im2col, bit masks, fused ReLU);
 the tests prove the two equal. The layer objects that hold `params` and
-`grads` around these functions are in `scratch.layer_classes`.
+`grads` around these functions are in `scratch.layer_classes`. The padding,
+stride and window-view helpers conv2d and pooling share are in `scratch.windows`;
+the residual block, a composition of these pairs, is in `scratch.residual`.
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
+
+from scratch.windows import (conv_pads, pad_input, pair, pool_geometry, tap, unpad,
+                             windows_last, windows_to_image)
 
 # --- dense ---------------------------------------------------------------
 
@@ -102,77 +105,6 @@ def dropout_backward(dout, cache):
 # --- conv2d --------------------------------------------------------------
 
 
-def pair(value, what="strides"):
-    """An int n as (n, n), a pair of ints as it is: a per-axis setting (rows, columns)."""
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{what} {value!r}: expected an int or a pair of ints")
-
-
-def axis_padding(size, window, stride, padding):
-    """(before, after) zeros along one axis of length `size` for a `window` moved by `stride`.
-
-    "valid": none. "same": TensorFlow's rule for any stride: Ho = ceil(size / stride)
-    outputs need (Ho - 1) * stride + window input rows, so the total padding is
-    max((Ho - 1) * stride + window - size, 0), and the odd one goes at the END
-    (bottom/right): a 4-tap window at stride 1 gets 1 row above and 2 below, a 3-tap
-    window at stride 2 on 28 rows gets 0 above and 1 below.
-    """
-    if padding == "valid":
-        return 0, 0
-    if padding != "same":
-        raise ValueError(f"padding {padding!r}: expected 'valid', 'same' or numbers")
-    out = -(-size // stride)
-    total = max((out - 1) * stride + window - size, 0)
-    return total // 2, total - total // 2
-
-
-def same_padding(kernel_size):
-    """(before, after) zero padding of TensorFlow's 'same' at stride 1: kernel_size - 1
-    in total, the odd one at the end."""
-    return axis_padding(kernel_size, kernel_size, 1, "same")
-
-
-def conv_pads(x_shape, kh, kw, strides=1, padding="valid"):
-    """((top, bottom), (left, right)) zero rows and columns for input x_shape (N, H, W, C).
-
-    padding: "valid", "same" (see axis_padding), or explicit numbers: p (p on every side),
-    (ph, pw) (ph above and below, pw left and right) or ((top, bottom), (left, right)).
-    """
-    if isinstance(padding, str):
-        (sh, sw) = pair(strides)
-        return (axis_padding(x_shape[1], kh, sh, padding),
-                axis_padding(x_shape[2], kw, sw, padding))
-    if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
-            isinstance(p, (tuple, list)) for p in padding):
-        return pair(padding[0], "padding"), pair(padding[1], "padding")
-    ph, pw = pair(padding, "padding")
-    if min(ph, pw) < 0:
-        raise ValueError(f"padding {padding!r}: expected numbers >= 0")
-    return (ph, ph), (pw, pw)
-
-
-def pad_input(x, pads, fill=0.0):
-    """x (N, H, W, C) with pads ((top, bottom), (left, right)) rows and columns of `fill`."""
-    return np.pad(x, ((0, 0), *pads, (0, 0)), constant_values=fill)
-
-
-def unpad(dxp, pads):
-    """The gradient of the padded input (N, Hp, Wp, C) cut back to the input's size: the
-    values that padding added are constants, their gradient is dropped."""
-    (top, bottom), (left, right) = pads
-    return dxp[:, top:dxp.shape[1] - bottom, left:dxp.shape[2] - right]
-
-
-def tap(xp, i, j, out_hw, strides):
-    """The (N, Ho, Wo, C) view of xp that window position (i, j) sees at every output:
-    xp[:, i + sh*h, j + sw*w] for h < Ho, w < Wo."""
-    (ho, wo), (sh, sw) = out_hw, strides
-    return xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-
-
 def conv2d_forward(x, params, padding="valid", strides=1):
     """2-d cross-correlation (no kernel flip, as in Keras) with strides (sh, sw):
 
@@ -228,42 +160,6 @@ def conv2d_backward(dout, cache):
 
 
 # --- pooling (maxpool2d, avgpool2d, globalavgpool2d) -------------------------------------
-
-
-def pool_geometry(x_shape, pool_size, strides=None, padding="valid"):
-    """(window (ph, pw), strides (sh, sw), pads, output size (Ho, Wo)) of a pooling layer
-    on input x_shape (N, H, W, C), Keras's rules: strides default to the window;
-    "valid" takes the windows that fit (leftover rows and columns are left out),
-    "same" pads as conv2d does (axis_padding) so that Ho = ceil(H / sh)."""
-    window = pair(pool_size, "pool_size")
-    strides = window if strides is None else pair(strides)
-    if padding not in ("valid", "same"):
-        raise ValueError(f"pooling padding {padding!r}: expected 'valid' or 'same'")
-    pads = conv_pads(x_shape, *window, strides, padding)
-    hp, wp = x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1])
-    out_hw = (hp - window[0]) // strides[0] + 1, (wp - window[1]) // strides[1] + 1
-    return window, strides, pads, out_hw
-
-
-def windows_last(x, geometry, fill=0.0):
-    """x (N, H, W, C) -> (N, Ho, Wo, C, ph*pw): each window's values on the last axis, in
-    row-major order (a*pw + b for window row a, column b); padding holds `fill`."""
-    (ph, pw), strides, pads, out_hw = geometry
-    xp = pad_input(x, pads, fill)
-    return np.stack([tap(xp, a, b, out_hw, strides) for a in range(ph) for b in range(pw)],
-                    axis=-1)
-
-
-def windows_to_image(dwindows, x_shape, geometry):
-    """The adjoint of windows_last for gradients: (N, Ho, Wo, C, ph*pw) -> (N, H, W, C).
-    Overlapping windows add their shares; pixels no window covered get 0."""
-    (ph, pw), strides, pads, out_hw = geometry
-    n, h, w, c = x_shape
-    dxp = np.zeros((n, h + sum(pads[0]), w + sum(pads[1]), c), dtype=dwindows.dtype)
-    for a in range(ph):
-        for b in range(pw):
-            tap(dxp, a, b, out_hw, strides)[...] += dwindows[..., a * pw + b]
-    return unpad(dxp, pads)
 
 
 def maxpool2d_forward(x, pool_size=2, strides=None, padding="valid"):
@@ -484,93 +380,3 @@ def groupnorm_backward(dout, cache):
     dx = normalize_backward(dxhat, xhat, std, (1, 2, 4)).reshape(dout.shape)
     return {"x": dx, "gamma": (dout * xhat_flat).sum(axis=(0, 1, 2)),
             "beta": dout.sum(axis=(0, 1, 2))}
-
-
-# --- residual block --------------------------------------------------------------
-
-
-def residual_forward(x, params, strides=1, training=False, functions=None):
-    """A ResNet basic block (He et al. 2016): two 3x3 convolutions with BatchNorm on the
-    main path, added to the skip path, then ReLU:
-
-        main  = bn_b(conv_b(relu(bn_a(conv_a(x)))))     conv_a: strides, 'same'
-        skip  = x, or shortcut_bn(shortcut_conv(x))     a 1x1 conv, strides, when the
-                                                        shape changes
-        out   = relu(main + skip)
-
-    x: (N, H, W, C); out: (N, Ho, Wo, F), Ho = ceil(H / s). params, by Keras variable
-    path: "conv_a/kernel" (3, 3, C, F), "conv_b/kernel" (3, 3, F, F), and for each
-    BatchNorm "bn_a/", "bn_b/" the gamma, beta, moving_mean and moving_variance (F,);
-    with "shortcut_conv/kernel" (1, 1, C, F) and "shortcut_bn/..." the projection
-    skip. The convolutions have no bias: the BatchNorm after each would cancel it.
-    training: the BatchNorms use the batch's statistics (batchnorm_forward).
-    functions: where conv2d_* and batchnorm_* come from (this module by default;
-    scratch.fast_layers passes itself).
-    Returns out and cache (the parts' caches, the pre-ReLU sum, functions).
-    """
-    f = functions or sys.modules[__name__]
-    convs, bns = {}, {}
-
-    def conv(name, value, kernel_strides, padding):
-        kernel = params[f"{name}/kernel"]
-        no_bias = np.zeros(kernel.shape[-1], dtype=kernel.dtype)
-        value, convs[name] = f.conv2d_forward(value, {"kernel": kernel, "bias": no_bias},
-                                              padding, kernel_strides)
-        return value
-
-    def bn(name, value):
-        given = {key: params[f"{name}/{key}"]
-                 for key in ("gamma", "beta", "moving_mean", "moving_variance")}
-        value, bns[name] = f.batchnorm_forward(value, given, training)
-        return value
-
-    main = bn("bn_a", conv("conv_a", x, strides, "same"))
-    main, relu_a = relu_forward(main)
-    main = bn("bn_b", conv("conv_b", main, 1, "same"))
-    skip = (bn("shortcut_bn", conv("shortcut_conv", x, strides, "valid"))
-            if "shortcut_conv/kernel" in params else x)
-    total = main + skip
-    out, relu_out = relu_forward(total)
-    return out, (convs, bns, relu_a, relu_out, f)
-
-
-def residual_backward(dout, cache):
-    """dout: (N, Ho, Wo, F). Returns {"x": (N, H, W, C)} and every trainable param's
-    gradient under its path ("conv_a/kernel", "bn_a/gamma", ...).
-
-    Backwards through out = relu(main + skip): the ReLU first, then the addition,
-    whose derivative is 1 for each term: BOTH paths receive the same d_sum. Each
-    path passes it back to x, and since x fanned out into the two paths, its
-    gradient is the SUM of theirs:
-        dx = d_main_path(d_sum) + d_skip_path(d_sum)
-    (d_skip_path is the identity for an identity skip: the gradient reaches x
-    unchanged however deep the network, the point of residual connections).
-    """
-    convs, bns, relu_a, relu_out, f = cache
-    grads = {}
-
-    def conv(name, grad):
-        part = f.conv2d_backward(grad, convs[name])
-        grads[f"{name}/kernel"] = part["kernel"]  # part["bias"]: no bias
-        return part["x"]
-
-    def bn(name, grad):
-        part = f.batchnorm_backward(grad, bns[name])
-        grads[f"{name}/gamma"], grads[f"{name}/beta"] = part["gamma"], part["beta"]
-        return part["x"]
-
-    d_sum = relu_backward(dout, relu_out)["x"]
-    d_main, d_skip = d_sum, d_sum  # the addition copies its gradient to both terms
-    d_main = conv("conv_b", bn("bn_b", d_main))
-    d_main = relu_backward(d_main, relu_a)["x"]
-    dx_main = conv("conv_a", bn("bn_a", d_main))
-    dx_skip = conv("shortcut_conv", bn("shortcut_bn", d_skip)) if "shortcut_conv" in convs \
-        else d_skip
-    grads["x"] = dx_main + dx_skip  # x fanned out: the two gradients meet and add
-    return grads
-
-
-def residual_batch_stats(cache):
-    """{BatchNorm name: (batch mean, batch var)} of a training-mode residual_forward, for
-    moving_average_update of each of its BatchNorms."""
-    return {name: bn_cache[-1] for name, bn_cache in cache[1].items()}

@@ -20,7 +20,8 @@ import argparse
 import re
 from dataclasses import dataclass, field
 
-from scratch.registry import LayerSpec, kind_of, param_count
+from scratch.layer_shapes import param_count
+from scratch.registry import LayerSpec, kind_of
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -63,7 +64,7 @@ GLOBAL_AVERAGE = LayerSpec("globalavgpool2d")
 
 
 def residual(filters, strides=1):
-    """A ResNet basic block (scratch.layers.residual_forward); strides 2 halves the image."""
+    """A ResNet basic block (scratch.residual.residual_forward); strides 2 halves the image."""
     return LayerSpec("residual", filters=filters, strides=strides)
 
 

@@ -17,6 +17,8 @@ from comparison.twin import keras_floatx
 from keras_impl.zoo_model import keras_layer, weight_key
 from scratch import fast_layers as F
 from scratch import layers as L
+from scratch import residual as R
+from scratch import windows as W
 from scratch.gradcheck import grad_rel_error, numeric_gradient
 from scratch.layer_classes import MaxPool2D, ResidualBlock
 from scratch.registry import KINDS, BuildContext, LayerSpec
@@ -103,8 +105,8 @@ def test_strided_conv2d_is_the_definition_and_passes_central_differences(strides
                                                                          hw):
     x, params = conv_inputs(1, hw, k)
     out, cache = L.conv2d_forward(x, params, padding, strides)
-    pads = L.conv_pads(x.shape, k, k, strides, padding)
-    assert np.allclose(out, conv2d_naive(x, params, L.pair(strides), pads), rtol=1e-12,
+    pads = W.conv_pads(x.shape, k, k, strides, padding)
+    assert np.allclose(out, conv2d_naive(x, params, W.pair(strides), pads), rtol=1e-12,
                        atol=1e-12)
     errors = central_difference_errors(
         lambda x, kernel, bias: L.conv2d_forward(x, {"kernel": kernel, "bias": bias}, padding,
@@ -142,10 +144,10 @@ def test_strided_conv2d_fast_equals_readable(strides, padding, k, hw, channels, 
 
 def test_same_padding_at_stride_2_puts_the_odd_row_at_the_end_like_tensorflow():
     # 28 rows, 3 taps, stride 2: 14 outputs need 13*2 + 3 = 29 rows: one, at the bottom
-    assert L.axis_padding(28, 3, 2, "same") == (0, 1)
-    assert L.axis_padding(7, 3, 2, "same") == (1, 1)
-    assert L.axis_padding(9, 4, 2, "same") == (1, 2)
-    assert L.axis_padding(6, 1, 2, "same") == (0, 0)
+    assert W.axis_padding(28, 3, 2, "same") == (0, 1)
+    assert W.axis_padding(7, 3, 2, "same") == (1, 1)
+    assert W.axis_padding(9, 4, 2, "same") == (1, 2)
+    assert W.axis_padding(6, 1, 2, "same") == (0, 0)
 
 
 def test_cs231n_conv_stride_2_pad_1_shapes_and_bad_padding():
@@ -284,17 +286,17 @@ def test_residual_block_passes_central_differences_and_twins_keras(filters, stri
     params = {key: value.copy() for key, value in layer.params.items()}
 
     def forward(x, **trainable):
-        return (F if fast else L).residual_forward(x, {**params, **trainable}, strides, training)
+        return (F if fast else R).residual_forward(x, {**params, **trainable}, strides, training)
 
     trainable = {key: value for key, value in params.items() if "moving" not in key}
     if not training:
         # In training, two batch statistics lie between x and the loss: central differences
         # measured 2e-7 on x there (the entries that cancel to near 0), above GRAD_TOLERANCE;
         # those gradients are held to Keras's at TWIN_TOLERANCE below.
-        errors = central_difference_errors(forward, L.residual_backward, {"x": x, **trainable})
+        errors = central_difference_errors(forward, R.residual_backward, {"x": x, **trainable})
         assert max(errors.values()) <= GRAD_TOLERANCE, errors
     out, cache = forward(x)
-    twin = keras_twin_errors(spec, x, params, out, L.residual_backward, cache, training)
+    twin = keras_twin_errors(spec, x, params, out, R.residual_backward, cache, training)
     assert max(twin.values()) <= TWIN_TOLERANCE, twin
     assert ("shortcut_conv/kernel" in params) == (strides != 1 or c != filters)
 

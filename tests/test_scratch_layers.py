@@ -14,6 +14,7 @@ import pytest
 
 from scratch import fast_layers
 from scratch import layers as L
+from scratch import windows as W
 from scratch.gradcheck import grad_rel_error, numeric_gradient
 from scratch.layer_classes import (BatchNorm, Conv2D, Dense, Dropout, MaxPool2D, PairLayer,
                                    ReLU)
@@ -59,7 +60,7 @@ def conv2d_naive(x, kernel, bias, padding="valid"):
     """out[n, i, j, f] = bias[f] + sum_{a, b, c} xp[n, i+a, j+b, c] * kernel[a, b, c, f]."""
     kh, kw, _, f = kernel.shape
     if padding == "same":
-        x = np.pad(x, ((0, 0), L.same_padding(kh), L.same_padding(kw), (0, 0)))
+        x = np.pad(x, ((0, 0), W.same_padding(kh), W.same_padding(kw), (0, 0)))
     n, h, w, _ = x.shape
     out = np.zeros((n, h - kh + 1, w - kw + 1, f), dtype=x.dtype)
     for s, i, j, k in np.ndindex(out.shape):
@@ -393,7 +394,7 @@ def test_maxpool2d_drops_leftover_rows_and_columns():
 
 
 def test_same_padding_puts_the_extra_row_at_the_end_like_tensorflow():
-    assert [L.same_padding(k) for k in (1, 2, 3, 4, 5)] == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]
+    assert [W.same_padding(k) for k in (1, 2, 3, 4, 5)] == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]
     x = np.ones((1, 5, 5, 1))
     out, _ = L.conv2d_forward(x, {"kernel": np.ones((4, 4, 1, 1)), "bias": np.zeros(1)}, "same")
     # top-left output sees rows/cols -1..2 (1 padded), bottom-right rows/cols 3..6 (2 padded)

@@ -152,7 +152,7 @@ def test_forward_shapes_and_input_checks():
     with pytest.raises(ValueError, match="got"):
         mlp.forward(np.zeros((3, 10)))
     with pytest.raises(KeyError, match="unknown model"):
-        build_model("resnet")
+        build_model("no_such_model")
 
 
 @pytest.mark.parametrize("name", ["tiny", "convnet", "cnn3", "best"])
@@ -367,7 +367,7 @@ def bad_files(tmp_path):
     arrays = dict(np.load(good))
     np.savez(files["shape"][0], **{**arrays, "dense_1/kernel": np.zeros((784, 15))})
     np.savez(files["missing weight"][0], **{k: v for k, v in arrays.items() if k != "dense_2/bias"})
-    np.savez(files["arch"][0], **{**arrays, "arch": np.array("resnet")})
+    np.savez(files["arch"][0], **{**arrays, "arch": np.array("no_such_model")})
     return files
 
 

@@ -31,7 +31,8 @@ from comparison.grading.exercise import layer_names, reference_functions
 from scratch import layers, losses, optim
 from scratch import model as scratch_model
 from scratch.layer_classes import BatchNorm
-from scratch.registry import KINDS, batchnorm_formula
+from scratch.layer_shapes import batchnorm_formula
+from scratch.registry import KINDS
 
 
 @dataclass(frozen=True)

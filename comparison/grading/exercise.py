@@ -4,7 +4,8 @@
     python compare.py exercise --list
 
 The file is generated, never written by hand: every kind of `scratch.registry.KINDS` has
-its pair `<kind>_forward` / `<kind>_backward` in `scratch.layers`, and the loss has
+its readable pair `<kind>_forward` / `<kind>_backward` (`scratch.layers`, the residual
+block's in `scratch.residual`), and the loss has
 `scratch.losses.softmax_cross_entropy`; each function keeps its real signature and
 docstring (read with `inspect`), gets the hint of HINTS below it, and its body becomes
 `raise NotImplementedError("TODO: ...")`. Constants the functions read (BN_EPSILON) are
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from plumbing.args import output_file
 from plumbing.files import write_text
-from scratch import layers, losses
+from scratch import losses
+from scratch.layer_classes import readable_function
 from scratch.registry import KINDS
 
 LOSS = "softmax_cross_entropy"  # the one exercise that is a loss, not a registry layer
@@ -88,10 +90,11 @@ def reference_functions(layer: str) -> dict[str, types.FunctionType]:
     if layer not in KINDS:
         raise ValueError(f"unknown layer {layer!r}: expected one of {', '.join(layer_names())}")
     names = (f"{layer}_forward", f"{layer}_backward")
-    missing = [name for name in names if not hasattr(layers, name)]
+    functions = {name: readable_function(name) for name in names}
+    missing = [name for name, function in functions.items() if function is None]
     if missing:  # CONTRIBUTING.md: every registry kind has its readable pair
         raise ValueError(f"scratch.layers has no {', '.join(missing)} for kind {layer!r}")
-    return {name: getattr(layers, name) for name in names}
+    return functions
 
 
 def constants_read_by(functions) -> dict[str, object]:

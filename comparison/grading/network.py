@@ -38,7 +38,7 @@ SEED_NETWORK = 3  # the network's random images and labels
 @contextlib.contextmanager
 def substituted(impl: dict[str, Callable]):
     """Within the block every module of scratch and keras_impl that holds a reference
-    function of `impl`'s names (scratch.layers, and scratch.model, scratch.gradcheck, ...
+    function of `impl`'s names (scratch.layers, scratch.residual, and scratch.model, ...
     for the loss) holds impl's function instead. Models built with fast=False run it
     (fast=True takes conv2d, maxpool2d, batchnorm and dense_backward from fast_layers)."""
     references = {name: fn for layer in layer_names()
