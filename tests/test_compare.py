@@ -225,9 +225,9 @@ def test_gradcheck_command_fails_a_check_of_nothing_or_a_large_error(fields, rec
 
 def test_unknown_model_is_a_one_line_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        compare.main(["params", "--model", "resnet"])
+        compare.main(["params", "--model", "nosuchnet"])
     assert exit_info.value.code == 2
-    assert "unknown model 'resnet'" in capsys.readouterr().err
+    assert "unknown model 'nosuchnet'" in capsys.readouterr().err
 
 
 @needs_mnist

@@ -64,7 +64,7 @@ def test_help_names_every_experiment(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["l2-sweep", "--factors", "1e-4", "-1"], "--factors: must be a positive number, got '-1'"),
     (["l2-sweep", "--factors", "nan"], "--factors: must be a positive number, got 'nan'"),
-    (["epochs", "--models", "fc128", "resnet"], "unknown model 'resnet'"),
+    (["epochs", "--models", "fc128", "nosuchnet"], "unknown model 'nosuchnet'"),
     (["complexity", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
     (["epochs", "--momentum", "0.9"], "--momentum and --nesterov apply to --optimizer sgd only"),
 ])

@@ -85,7 +85,7 @@ def test_profile_numpy_layers_add_up_to_at_most_the_step(tiny_profile):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--model", "resnet"], "unknown model 'resnet'"),
+    (["--model", "nosuchnet"], "unknown model 'nosuchnet'"),
     (["--batch-size", "0"], "--batch-size"),
     (["--batch-size", "abc"], "--batch-size"),
     (["--batch-size", "55001"], "at most 55,000")])

@@ -78,7 +78,7 @@ def bad_npz(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "resnet", "--epochs", "1"], "unknown model 'resnet'"),
+    (["--model", "nosuchnet", "--epochs", "1"], "unknown model 'nosuchnet'"),
     (["--model", "fc128", "--epochs", "0"], "--epochs: must be a positive integer, got '0'"),
     (["--model", "fc128", "--epochs", "1", "--batch-size", "many"],
      "--batch-size: must be a positive integer, got 'many'"),
