@@ -67,6 +67,7 @@ def test_busy_processes_end_with_their_block():
     assert all(p.returncode is not None for p in procs)
 
 
+@pytest.mark.slow  # times every engine idle and beside a busy process: minutes
 @needs_mnist
 def test_quick_busy_bench_names_its_machine_and_each_engines_slowdown(tmp_path, capsys):
     import compare
