@@ -24,7 +24,7 @@ from PIL import Image
 from helpers import needs_mnist
 from comparison import layout, twin
 from keras_impl.digits import preprocess_file
-from comparison.lab import cli, predict as lab_predict, twins as lab_twins
+from comparison.lab import predict as lab_predict, twins as lab_twins
 from comparison.lab.server import MAX_BODY, create_app
 from keras_impl.zoo_model import build_twinnet
 from lab_support import data_url, drawn, png_bytes, quick_models
@@ -342,11 +342,14 @@ def test_the_quick_model_trains_with_progress_and_is_cached(tmp_path, monkeypatc
 # --- the command line -----------------------------------------------------------------------
 
 def test_bad_command_lines_are_one_line_errors(tmp_path, capsys):
-    assert cli.main(["--models", str(tmp_path / "missing")]) == 2
+    import compare
+
+    assert compare.main(["lab", "--models", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     (tmp_path / "m").mkdir()
     save_npz(build_model("fc128"), tmp_path / "m" / "fc128.npz")
-    assert cli.main(["--models", str(tmp_path / "m"), "--cache-dir", str(tmp_path)]) == 2
+    assert compare.main(["lab", "--models", str(tmp_path / "m"), "--cache-dir",
+                         str(tmp_path)]) == 2
     assert "--cache-dir" in capsys.readouterr().err
 
 
