@@ -72,7 +72,7 @@ def test_an_input_changed_in_place_by_backward_is_a_warning_not_a_failure(tmp_pa
 # --- isolation: files that misbehave while imported (cheap children) --------------------
 
 AT_IMPORT = {
-    "hangs": ("while True:\n    pass\n", "timed out after 8 s at your line 1"),
+    "hangs": ("while True: pass\n", "timed out after 8 s at your line 1"),
     "exits_quietly": ("import os\nos._exit(0)\n", "ended early with exit status 0"),
     "crashes": ("import ctypes\nctypes.string_at(0)\n", "crashed (a segmentation fault, SIGSEGV)"),
     "floods": ("while True:\n    print('x' * 1000)\n", "printed more than 5 MB (an output flood)"),
