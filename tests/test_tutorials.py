@@ -29,9 +29,9 @@ from helpers import MNIST_DIR, needs_mnist
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_from_scratch",
-             "05_keras_sequential_fit", "06_subclass_gradienttape_tensorboard",
-             "07_side_by_side", "08_experiments", "09_write_your_own_layer", "10_explanations",
-             "11_data_parallel"]
+             "10_keras_sequential_fit", "11_subclass_gradienttape_tensorboard",
+             "12_side_by_side", "13_experiments", "14_write_your_own_layer", "15_explanations",
+             "16_data_parallel"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
@@ -86,7 +86,7 @@ def notebook_imports(nb, upto: int) -> dict:
 
 SOURCE_CELLS = [(name, index) for name in NOTEBOOKS for index in source_cells(read(name))]
 READ_THE_CODE = {"03_mlp_from_scratch", "04_cnn_from_scratch",  # the layers, the loop
-                 "06_subclass_gradienttape_tensorboard"}        # the model, the train step
+                 "11_subclass_gradienttape_tensorboard"}        # the model, the train step
 
 
 def test_the_tutorials_folder_holds_exactly_the_course_notebooks():
