@@ -30,6 +30,8 @@ _RECORDING: list[Tape] = []  # the tapes recording now
 class Value:
     """An array that operations record on the tape. value: the ndarray (ints become float64)."""
 
+    __array_ufunc__ = None  # `array @ value`, `array * value`: NumPy leaves them to Value
+
     def __init__(self, value):
         value = np.asarray(value)
         self.value = value if value.dtype.kind == "f" else value.astype(np.float64)

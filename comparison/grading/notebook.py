@@ -1,8 +1,9 @@
 """The layer checks from a notebook cell: the student's functions, graded in-process.
 
-    from comparison.grading.notebook import check_layer
+    from comparison.grading.notebook import check_layer, written_or_reference
     assert check_layer("dropout", dropout_forward=dropout_forward,
                        dropout_backward=dropout_backward)
+    update = written_or_reference(my_update, reference_update)   # any other exercise
 
 `check_layer` runs `checks.layer_checks` (the checks of `python compare.py check`) on the
 functions given and prints the report of `compare.py check` at 80 columns, in plain text.
@@ -52,6 +53,18 @@ def is_stub(function) -> bool:
     return isinstance(raised, ast.Name) and raised.id == "NotImplementedError"
 
 
+def written_or_reference(function, reference, name: str | None = None):
+    """`function`, or `reference` when `function` is still its exercise stub (see
+    `is_stub`), with a line saying so."""
+    if function is not None and not is_stub(function):
+        return function
+    name = name or getattr(reference, "__name__", "the function")
+    why = "not given" if function is None else "still the stub"
+    console().print(f"{name} is {why}: checking the reference in its place "
+                    "(write it, run its cell, then this one)", highlight=False)
+    return reference
+
+
 def check_layer(layer: str, /, *, network: bool = True, **functions) -> bool:
     """Grade `functions` (by name: dropout_forward=..., dropout_backward=...; the loss:
     softmax_cross_entropy=...) as `layer` with every check of `compare.py check`; print
@@ -63,18 +76,10 @@ def check_layer(layer: str, /, *, network: bool = True, **functions) -> bool:
     if unknown:
         raise ValueError(f"{layer}: no function named {', '.join(unknown)}; expected "
                          f"{', '.join(references)}")
-    out = console()
-    impl = {}
-    for name, reference in references.items():
-        given = functions.get(name)
-        if given is None or is_stub(given):
-            why = "not given" if given is None else "still the stub"
-            out.print(f"{name} is {why}: checking the reference in its place "
-                      "(write it, run its cell, then this one)", highlight=False)
-            given = reference
-        impl[name] = given
+    impl = {name: written_or_reference(functions.get(name), reference, name)
+            for name, reference in references.items()}
     label = "the reference" if all(impl[n] is references[n] for n in impl) else "your code"
     graded = Graded(file=label, layer=layer,
                     results=layer_checks(layer, impl, network=network))
-    print_report(graded, out)
+    print_report(graded, console())
     return graded.passed
