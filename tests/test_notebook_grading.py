@@ -1,5 +1,7 @@
 """comparison.grading.notebook: the layer checks from a notebook cell, and the fallback to
 the reference while an exercise is still its stub."""
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -26,13 +28,16 @@ def relu_backward_sign_flipped(dout, cache):
     return {"x": -dout * cache}
 
 
-def test_is_stub_recognises_only_a_docstring_and_the_raise():
+def test_is_stub_recognises_only_a_docstring_and_the_raise(tmp_path):
     assert is_stub(stub_relu_forward)
     assert not is_stub(unfinished)  # work begun: graded, and failing on its own merits
     assert not is_stub(layers.relu_forward) and not is_stub(print)
-    namespace = {}  # every stub the exercise files generate is recognised
-    exec(exercise.exercise_source("dropout"), namespace)
-    assert is_stub(namespace["dropout_forward"]) and is_stub(namespace["dropout_backward"])
+    path = tmp_path / "exercise_dropout.py"  # the stubs `compare.py exercise` writes
+    path.write_text(exercise.exercise_source("dropout", path.name))
+    spec = importlib.util.spec_from_file_location("exercise_dropout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert is_stub(module.dropout_forward) and is_stub(module.dropout_backward)
 
 
 def test_a_stub_is_replaced_by_the_reference_and_said_so(capsys):
