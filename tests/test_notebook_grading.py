@@ -43,7 +43,7 @@ def test_is_stub_recognises_only_a_docstring_and_the_raise(tmp_path):
 def test_a_stub_is_replaced_by_the_reference_and_said_so(capsys):
     assert written_or_reference(layers.relu_forward, None) is layers.relu_forward
     assert written_or_reference(stub_relu_forward, layers.relu_forward) is layers.relu_forward
-    assert "relu_forward is still the stub: checking the reference" in capsys.readouterr().out
+    assert "relu_forward is still the stub: the reference is checked" in capsys.readouterr().out
 
 
 def test_check_layer_passes_the_reference_and_fails_a_mistake(capsys):

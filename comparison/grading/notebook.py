@@ -60,8 +60,8 @@ def written_or_reference(function, reference, name: str | None = None):
         return function
     name = name or getattr(reference, "__name__", "the function")
     why = "not given" if function is None else "still the stub"
-    console().print(f"{name} is {why}: checking the reference in its place "
-                    "(write it, run its cell, then this one)", highlight=False)
+    console().print(f"{name} is {why}: the reference is checked in its place",
+                    highlight=False)
     return reference
 
 
