@@ -17,6 +17,7 @@ Pure NumPy: nothing in this package may import TensorFlow or Keras.
     optim         SGD (momentum, Nesterov) and Adam with Keras's update formulas
     model         build_model(name) -> Model; parameter tables; save_npz / load_npz
     gradcheck     central differences against the hand-written gradients
+    autodiff      a reverse-mode tape on NumPy arrays: what tf.GradientTape does (notebook 5)
     train         the training loops and checkpoints (their command line, on tf.data
                   batches, is comparison.scratch_train)
 """

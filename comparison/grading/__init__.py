@@ -7,6 +7,7 @@
     sandbox.py    one file graded in a child process with time, memory and output limits
     child.py      that child process: `python -m comparison.grading.child`
     report.py     one file's report: the table, checks not run, the student's lines
+    notebook.py   the same checks from a notebook cell: check_layer, a stub's fallback
     classroom.py  a folder of submissions: gradebook CSV, common mistakes, Gradescope JSON
     checks.py     the layer checks: shapes, forward values against the reference and
                   Keras, gradients against central differences and GradientTape
