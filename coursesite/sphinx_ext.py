@@ -6,13 +6,18 @@ the API pages show each one as a preformatted block, exactly as `help()` would, 
 letting reStructuredText misread `*_forward` or an indented table.
 
 MathJax from a local copy. Sphinx loads MathJax from a CDN unless told otherwise; the site
-must work offline, so the pages load the copy that the `mathjax` folder of MATHJAX_PACKAGE
-holds, copied into the site's _static/.
+must work offline, so the pages load MathJax 3 from the site's _static/mathjax/, copied
+from the PyPI package sphinx-mathjax-offline (MathJax's own es5 build, fonts included; its
+folder name has dashes, so it is found, not imported).
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+from sphinx.errors import ExtensionError
+
+MATHJAX_PACKAGE = "sphinx-mathjax-offline"
 MATHJAX_ENTRY = "tex-chtml.js"  # MathJax 3: TeX input, HTML output, fonts beside it
 
 
@@ -24,10 +29,13 @@ def docstring_as_text(app, what, name, obj, options, lines: list[str]) -> None:
 
 
 def mathjax_folder() -> Path:
-    """The folder holding MathJax 3's es5 build (tex-chtml.js and output/chtml/fonts)."""
-    import mathjax_offline  # noqa: F401  (placeholder until the package is chosen)
-
-    raise NotImplementedError
+    """The folder holding MathJax 3's es5 build (tex-chtml.js, output/chtml/fonts, ...)."""
+    spec = importlib.util.find_spec(MATHJAX_PACKAGE)
+    folder = Path(spec.origin).parent / "static" / "mathjax" if spec and spec.origin else None
+    if folder is None or not (folder / MATHJAX_ENTRY).is_file():
+        raise ExtensionError(f"no local MathJax: the package {MATHJAX_PACKAGE} is missing "
+                             "(pip install -e '.[dev]')")
+    return folder
 
 
 def use_local_mathjax(app) -> None:
