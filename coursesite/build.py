@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from coursesite import notebooks, pages
@@ -58,14 +58,14 @@ def execute_missing(paths: list[Path], jobs: int, mnist_dir: str) -> list[str]:
         for path in paths:
             workdir = Path(work) / path.stem
             workdir.mkdir()
-            futures[path.stem] = pool.submit(notebooks.run_one, str(path), str(workdir), mnist_dir)
-        for name, future in futures.items():
+            futures[pool.submit(notebooks.run_one, str(path), str(workdir), mnist_dir)] = path.stem
+        for future in as_completed(futures):
             try:
                 future.result()
-                print(f"  executed {name} ({time.perf_counter() - started:.0f} s since start)",
-                      flush=True)
+                print(f"  executed {futures[future]} "
+                      f"({time.perf_counter() - started:.0f} s since the start)", flush=True)
             except Exception as err:  # the cell and its traceback, as nbclient words them
-                failures.append(f"{name}: {err}")
+                failures.append(f"{futures[future]}: {err}")
     return failures
 
 

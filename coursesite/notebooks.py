@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -53,7 +54,9 @@ def execute(path: Path, workdir: Path, mnist_dir: str | None = None) -> nbformat
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(workdir)}})
-    client.execute(env=fast_mode_environment(mnist_dir))
+    # The kernel's own stderr (TensorFlow's C++ start-up lines, Jupyter's notices) is not
+    # the notebook's output: a cell's errors and prints reach `nb` through the kernel.
+    client.execute(env=fast_mode_environment(mnist_dir), stderr=subprocess.DEVNULL)
     nb.metadata[STAMP] = source_hash(path)
     return nb
 
