@@ -32,10 +32,12 @@ autodoc_typehints = "signature"
 
 html_theme = "sphinx_book_theme"
 html_title = "twinnet"
-html_static_path = []
+html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"  # else browsers ask for /favicon.ico and get a 404
 html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
 }
 html_show_sourcelink = False
 html_copy_source = False
+html_context = {"default_mode": "auto"}  # light or dark as the reader's system prefers
