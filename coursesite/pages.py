@@ -80,7 +80,7 @@ def include(relative: str, depth: int, **options) -> str:
     """A MyST literalinclude of a project file, from a page `depth` folders below docs/."""
     path = "/".join([".."] * (depth + 1) + [relative])
     lines = [f"```{{literalinclude}} {path}", ":language: python"]
-    lines += [f":{key}: {value}" for key, value in options.items()]
+    lines += [f":{key}: {value}".rstrip() for key, value in options.items()]
     return "\n".join(lines + ["```", ""])
 
 
@@ -125,7 +125,7 @@ def twin_page(kind) -> str:
              "it from the registry (Keras computes the gradients: `tf.GradientTape`):\n\n"
              f"```python\n{keras_call(kind)}\n```\n\n"
              "The kind's entry in `scratch/registry.py`, read by both twins:\n\n"
-             + include("scratch/registry.py", 1, lines=f"{first}-{last}"))
+             + include("scratch/registry.py", 1, lines=f"{first}-{last}", dedent=""))
     if kind.keras_class in defined_names(KERAS_BLOCKS):
         keras += (f"\nKeras has no such layer: the twin is written in `{KERAS_BLOCKS}` "
                   "from Keras's own layers.\n\n" + include(KERAS_BLOCKS, 1, pyobject=kind.keras_class))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import plumbing.quiet  # noqa: E402,F401  (autodoc imports TensorFlow: without its start-up lines)
 
 project = "twinnet"
 author = "the twinnet authors"

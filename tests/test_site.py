@@ -208,7 +208,7 @@ def browser():
 
 def open_page(browser, url):
     """A page at `url` in a fresh context, with the console errors it reports."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -218,10 +218,16 @@ def open_page(browser, url):
     return page, errors
 
 
-def screenshot(page, name):
+def screenshot(page, name, show=None):
+    """The window's view of `page`, scrolled to the locator `show`, into
+    $TWINNET_SITE_SCREENSHOTS/name when that folder is set."""
     folder = os.environ.get("TWINNET_SITE_SCREENSHOTS")
     if folder:
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
+        if show is not None:
+            page.evaluate("element => element.scrollIntoView({block: 'center'})",
+                          show.element_handle())
+        page.wait_for_timeout(500)  # the theme's scroll handlers settle
+        page.screenshot(path=str(Path(folder) / name))
 
 
 @pytest.mark.site
@@ -236,7 +242,7 @@ def test_tutorial_4_shows_its_plots(browser, site_url):
     assert all(done and width > 100 and height > 50 for done, width, height in sizes), sizes
     page.wait_for_function("document.querySelectorAll('mjx-container').length > 0",
                            timeout=WAIT_MS)  # MathJax, from the site's own copy, set the formulas
-    screenshot(page, "site-tutorial-04.png")
+    screenshot(page, "site-tutorial-04.png", show=images.nth(1))
     assert errors == []
 
 
