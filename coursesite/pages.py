@@ -166,5 +166,7 @@ def write_api_pages() -> list[str]:
     modules = api_modules()
     for module in modules:
         (folder / f"{module}.md").write_text(
-            f"# `{module}`\n\n```{{automodule}} {module}\n:members:\n```\n", encoding="utf-8")
+            # autodoc writes reStructuredText, so the directive runs inside eval-rst
+            f"# `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n```\n",
+            encoding="utf-8")
     return modules
