@@ -22,10 +22,11 @@ MATHJAX_ENTRY = "tex-chtml.js"  # MathJax 3: TeX input, HTML output, fonts besid
 
 
 def docstring_as_text(app, what, name, obj, options, lines: list[str]) -> None:
-    """autodoc-process-docstring: the docstring's lines as one literal block."""
+    """autodoc-process-docstring: the docstring's lines as one block of plain text."""
     if not any(line.strip() for line in lines):
         return
-    lines[:] = ["::", ""] + [f"    {line}" if line.strip() else "" for line in lines] + [""]
+    lines[:] = [".. code-block:: text", ""] + [f"    {line}" if line.strip() else ""
+                                               for line in lines] + [""]
 
 
 def mathjax_folder() -> Path:

@@ -176,6 +176,10 @@ def test_every_tutorial_and_layer_kind_has_a_page(site):
         assert (site / "tutorials" / f"{path.stem}.html").is_file(), path.name
     twins = {p.stem for p in (site / "twins").glob("*.html")}
     assert twins == set(KINDS)
+    api = (site / "api" / "scratch.layers.html").read_text(encoding="utf-8")
+    for name in ("conv2d_forward", "conv2d_backward"):  # autodoc ran, docstrings shown
+        assert f'id="scratch.layers.{name}"' in api
+    assert "activations NHWC" in api
 
 
 @pytest.fixture(scope="module")
