@@ -3,10 +3,11 @@ mode, and every source it prints shows what its text says the source shows.
 
 The execution tests start one Jupyter kernel per notebook (nbclient) with TWINNET_FAST=1,
 the project folder on PYTHONPATH and a temporary working directory, so the notebooks' own
-files (runs/...) never land in the repository (coursesite.notebooks.execute). Each notebook
-that passes is saved executed into build/executed/, where the course site takes it from. A failing cell fails the test with the cell
-and its traceback; the notebooks assert their own numbers (1,765 parameters, gradient
-errors, identical weights, ...), so running them checks them.
+files (runs/...) never land in the repository (coursesite.notebooks.execute). A failing cell
+fails the test with the cell and its traceback; the notebooks assert their own numbers
+(1,765 parameters, gradient errors, identical weights, ...), so running them checks them.
+Each notebook that passes is saved executed into build/executed/: the course site renders
+those copies instead of executing the notebooks a second time.
 
 Printed source. A code cell that shows real code prints `inspect.getsource(X)`. The
 markdown cell right before it says what to look for: from the words "Read it" (or "Read
