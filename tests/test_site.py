@@ -121,6 +121,17 @@ def test_an_executed_copy_is_current_only_for_the_notebook_it_was_made_from(tmp_
     assert notebooks.executed_copy(tmp_path / "08_never_run.ipynb", copies) is None
 
 
+def test_the_build_refuses_to_start_without_mnist(tmp_path, monkeypatch, capsys):
+    from coursesite import build
+
+    monkeypatch.delenv("MNIST_DIR", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        build.main(["--fresh", "--out", str(tmp_path / "site")])
+    assert stop.value.code == 2
+    assert "MNIST_DIR is not set: " in capsys.readouterr().err
+    assert not (tmp_path / "site" / "index.html").exists()
+
+
 def test_the_bench_table_lives_in_the_performance_page():
     from comparison import benchreadme
 
