@@ -1,12 +1,13 @@
-"""The performance table of README.md, written by `python compare.py bench --readme README.md`.
+"""The bench table of docs/performance.md, written by
+`python compare.py bench --readme docs/performance.md`.
 
-The bench's numbers go into a Markdown table, each beside its target (issue 16's),
+The bench's numbers go into a Markdown table, each beside its target,
 and the table replaces whatever stands between the two marker lines
 
     <!-- bench table: start -->
     <!-- bench table: end -->
 
-of the file, so that the README shows the last bench run and nothing typed by hand.
+of the file, so that the page shows the last bench run and nothing typed by hand.
 The file and its markers are checked before the bench starts (`readme_file`, an
 argparse type): a bad --readme fails in one line, not after minutes of timing.
 No TensorFlow here: compare.py checks its arguments before TensorFlow loads.
@@ -21,7 +22,7 @@ from plumbing.files import write_text
 
 START, END = "<!-- bench table: start -->", "<!-- bench table: end -->"
 
-# Issue 16's targets: NumPy / fit seconds per epoch at most `ratio`, NumPy at least
+# The targets: NumPy / fit seconds per epoch at most `ratio`, NumPy at least
 # `gflops` GFLOP/s, a NumPy training's peak resident memory under `peak_mb` MB.
 TARGETS = {"fc128": {"ratio": 0.8}, "mlp500": {"ratio": 0.8},
            "convnet": {"ratio": 1.3, "gflops": 80}, "cnn3": {"ratio": 1.2},
@@ -32,7 +33,7 @@ def readme_file(text: str) -> Path:
     """--readme FILE: an existing, writable Markdown file holding both marker lines once."""
     path = Path(text)
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: no such file (the README to update)")
+        raise argparse.ArgumentTypeError(f"{text}: no such file (the Markdown file to update)")
     output_file(text)  # rewritten atomically: a new file beside it, renamed onto it
     try:
         body = path.read_text(encoding="utf-8")

@@ -94,7 +94,7 @@ ARCHITECTURES: dict[str, list[LayerSpec]] = {
     # The accuracy model: two VGG-style blocks of two 3x3 conv/BN/ReLU layers, each
     # block ending in max-pooling (28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4), then a
     # 128-unit dense/BN/ReLU layer with dropout. Trained with augmentation, a cosine
-    # learning-rate schedule and label smoothing (see README's accuracy table).
+    # learning-rate schedule and label smoothing (see docs/accuracy.md).
     "best": [*conv_bn(32), *conv_bn(32), pool(2), *conv_bn(64), *conv_bn(64), pool(2),
              FLATTEN, dense(128, activation=None), batchnorm(), RELU, dropout(0.4),
              logits()],

@@ -205,8 +205,8 @@ def fast_cases():
         "accuracy table of an incomplete JSON": (
             lambda f: ["-m", "comparison.experiments.accuracy", "table", "--out", f.incomplete_results],
             ["keras-best-seed0-test.json", "KeyError: 'original'"], 2),
-        "bench --quick has no README table": (
-            lambda f: [compare, "bench", "--quick", "--readme", "README.md"],
+        "bench --quick has no bench table": (
+            lambda f: [compare, "bench", "--quick", "--readme", "docs/performance.md"],
             ["--readme: not allowed with argument --quick"], 2),
         "bench --busy of a negative count": (
             lambda f: [compare, "bench", "--busy", "-1"],

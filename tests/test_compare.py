@@ -323,7 +323,7 @@ def test_bench_counts_training_flops_from_the_layer_declarations():
     assert benchtimes.training_flops("tiny") == 3 * 2 * tiny
 
 
-# --- the bench's README table and memory probe ---------------------------------------------
+# --- the bench's Markdown table and memory probe -------------------------------------------
 
 
 def bench_results(**changes):

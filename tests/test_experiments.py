@@ -213,7 +213,7 @@ def test_own_digits_classifies_drawn_digits_and_your_own_files(tmp_path):
 def test_complexity_trains_each_model_and_counts_its_parameters(tmp_path):
     result = run("complexity", tmp_path, "--models", "fc128", "tiny", "--epochs", "1", *TINY)
     assert list(result["models"]) == ["fc128", "tiny"]
-    published = {"fc128": 795 * 128 + 10, "tiny": 1_765}  # README's parameter table
+    published = {"fc128": 795 * 128 + 10, "tiny": 1_765}  # the zoo's parameter table (docs/zoo.md)
     for name, model in result["models"].items():
         assert model["params"] == published[name]
         assert model["test_accuracy"] == pytest.approx(

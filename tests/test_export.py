@@ -1,7 +1,7 @@
 """The graders' .h5: round trips, Keras 3.5 configs, refusals, the CLI, and loading under TF 2.18.
 
 The TF 2.18 tests run the grader's load in another environment, named by
-TWINNET_TF218_PYTHON (that venv's python; see the README's export section).
+TWINNET_TF218_PYTHON (that venv's python; see docs/keras-modules.md, exporting for graders).
 """
 import json
 import os
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TF218_PYTHON = os.environ.get("TWINNET_TF218_PYTHON")
 needs_tf218 = pytest.mark.skipif(
     not TF218_PYTHON, reason="TWINNET_TF218_PYTHON is not set (path to the python of a "
-                             "TensorFlow 2.18 venv; see the README's .h5 export section)")
+                             "TensorFlow 2.18 venv; see docs/keras-modules.md)")
 KERAS35_PATH = os.environ.get("TWINNET_KERAS35_PATH")
 needs_keras35 = pytest.mark.skipif(
     not (TF218_PYTHON and KERAS35_PATH),

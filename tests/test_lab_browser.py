@@ -5,7 +5,7 @@ Nothing is downloaded: Playwright is pointed at /usr/bin/chromium (never `playwr
 install`), and the page loads nothing but the lab's own files. The tests skip, saying
 why, when Chromium or Playwright is missing; .ci/run installs both.
 
-The screenshot of README's "The lab" section is made here:
+The screenshot in README and docs/lab.md is made here:
 
     TWINNET_LAB_SCREENSHOT=results/lab.png MNIST_DIR=../shared/mnist \
         python -m pytest tests/test_lab_browser.py

@@ -3,9 +3,11 @@ mode, and every source it prints shows what its text says the source shows.
 
 The execution tests start one Jupyter kernel per notebook (nbclient) with TWINNET_FAST=1,
 the project folder on PYTHONPATH and a temporary working directory, so the notebooks' own
-files (runs/...) never land in the repository. A failing cell fails the test with the cell
-and its traceback; the notebooks assert their own numbers (1,765 parameters, gradient
-errors, identical weights, ...), so running them checks them.
+files (runs/...) never land in the repository (coursesite.notebooks.execute). A failing cell
+fails the test with the cell and its traceback; the notebooks assert their own numbers
+(1,765 parameters, gradient errors, identical weights, ...), so running them checks them.
+Each notebook that passes is saved executed into build/executed/: the course site renders
+those copies instead of executing the notebooks a second time.
 
 Printed source. A code cell that shows real code prints `inspect.getsource(X)`. The
 markdown cell right before it says what to look for: from the words "Read it" (or "Read
@@ -17,14 +19,14 @@ imported as the notebook imports it (fast, no MNIST), and as the executed notebo
 """
 import ast
 import inspect
-import os
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from helpers import MNIST_DIR, needs_mnist
+from coursesite import notebooks
+from helpers import needs_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -34,7 +36,6 @@ NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_
              "12_side_by_side", "13_experiments", "14_write_your_own_layer", "15_explanations",
              "16_data_parallel"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
-CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
 PROMISE = re.compile(r"\bread (?:it|them)\b", re.IGNORECASE)
 CODE_SPAN = re.compile(r"`([^`]+)`")
@@ -137,19 +138,9 @@ def test_promises_match_literally_with_dots_for_any_text():
 
 @needs_mnist
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
-    from nbclient import NotebookClient
-
-    monkeypatch.setenv("TWINNET_FAST", "1")
-    monkeypatch.setenv("MNIST_DIR", str(Path(MNIST_DIR).resolve()))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    # figures as display_data even where MPLBACKEND=Agg is set for headless runs
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path):
     before = sorted(TUTORIALS.rglob("*"))
-    nb = read(name)
-    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nb = notebooks.execute(TUTORIALS / f"{name}.ipynb", tmp_path)
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
     assert any(out.output_type == "display_data" for out in outputs)  # it showed its figures
@@ -158,3 +149,4 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
         printed = "".join(out.text for out in nb.cells[index].outputs
                           if out.output_type == "stream")
         assert not broken_promises(promises(nb, index), printed), f"cell {index}"
+    notebooks.save_executed(TUTORIALS / f"{name}.ipynb", nb)  # the course site renders it

@@ -4,7 +4,7 @@
     python -m comparison.experiments l2-sweep    [--epochs 40] [--factors F ...] [--replicates 3]
     python -m comparison.experiments own-digits  [--model-path M.keras | --model convnet]
     python -m comparison.experiments complexity  [--models ...] [--epochs 5] [--from-json FILE]
-    python -m comparison.experiments.accuracy run keras-best [--seeds 0 1 2]   # README's accuracy table
+    python -m comparison.experiments.accuracy run keras-best [--seeds 0 1 2]   # docs/accuracy.md's table
 
 epochs      train and validation accuracy per epoch; the chosen epoch is the one with
             the best validation accuracy.

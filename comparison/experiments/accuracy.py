@@ -1,4 +1,4 @@
-"""README's accuracy table: fixed training recipes, run over several seeds, summarised.
+"""The accuracy table of docs/accuracy.md: fixed training recipes, run over several seeds, summarised.
 
     python -m comparison.experiments.accuracy run keras-best [--seeds 0 1 2] [--out results/accuracy]
     python -m comparison.experiments.accuracy table [--out results/accuracy]
