@@ -93,6 +93,12 @@ def has_kinks(model) -> bool:
                for kind in (spec.kind, spec.activation) if kind is not None)
 
 
+def is_curved(model) -> bool:
+    """True when the model has a layer that is curved between its kinks
+    (`KINDS[kind].curved`: BatchNorm in training, LayerNorm, GroupNorm, residual blocks)."""
+    return any(KINDS[spec.kind].curved for spec in zoo.architecture(model.name))
+
+
 def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0):
     """Check model.loss_and_grads (training mode, L2 included) by finite differences.
 
@@ -104,8 +110,9 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
       single weight w. Central differences (L(w+h) - L(w-h)) / 2h, h = 1e-4, are
       exact on a linear piece, and a step crossed a kink iff the second
       difference z(w+h) - 2 z(w) + z(w-h) is not ~0; those entries are
-      reported and left out. With BatchNorm (training mode) the pieces are
-      curved instead, as the batch statistics move with every weight: then the
+      reported and left out. With a normalisation (`is_curved`: BatchNorm in
+      training mode, LayerNorm, GroupNorm) the pieces are curved instead, as
+      the statistics move with every weight: then the
       loss is also evaluated at w +- 2h, h = 1e-5; Richardson's
       (4 D(h) - D(2h)) / 3, D(s) = (L(w+s) - L(w-s)) / 2s, cancels the h^2 error
       term of a central difference, and the fourth difference
@@ -128,7 +135,7 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
     nan and fails `ArrayCheck.passed`: a check of nothing proves nothing.
     """
     kinked = has_kinks(model)
-    curved = any(spec.kind == "batchnorm" for spec in zoo.architecture(model.name))
+    curved = is_curved(model)
     h = h or (1e-5 if curved else 1e-4)
     rng = np.random.default_rng(seed)
     dropout_state = model.rng.bit_generator.state if model.rng is not None else None

@@ -101,13 +101,7 @@ def test_exercise_command_writes_lists_and_keeps_an_existing_file(tmp_path, caps
 # --- the reference passes, the unfilled exercise fails -----------------------------------
 
 
-# Kinds without a zoo network whose whole-network check passes (layernorm, groupnorm: none
-# uses them; globalavgpool2d, residual: resnet, whose stem's steps all cross kinks): their
-# layer checks are in tests/test_curriculum_layers.py.
-WITHOUT_NETWORK_CHECK = {"globalavgpool2d", "layernorm", "groupnorm", "residual"}
-
-
-@pytest.mark.parametrize("layer", [name for name in LAYERS if name not in WITHOUT_NETWORK_CHECK])
+@pytest.mark.parametrize("layer", LAYERS)
 def test_reference_functions_pass_every_check(layer):
     results = checks.layer_checks(layer, exercise.reference_functions(layer))
     assert not failing(results), failing(results)
@@ -309,6 +303,9 @@ def test_network_for_picks_the_small_zoo_model_that_uses_the_layer():
     assert network.network_for("avgpool2d").startswith("lenet")
     assert network.network_for("dropout") == "convnet"
     assert network.network_for("batchnorm") == "best"
+    assert {network.network_for(layer) for layer in ("layernorm", "groupnorm",
+                                                     "globalavgpool2d")} == {"normnet"}
+    assert network.network_for("residual") == "resnet"
 
 
 def test_substituted_runs_the_given_function_in_a_readable_model_and_restores():
