@@ -52,14 +52,18 @@ H5_SUFFIXES = (".h5", ".hdf5")  # Keras picks the format by suffix
 # (scratch/registry.py). Made with, under TF 2.18 with Keras 3.5.0 (see CONTRIBUTING.md):
 #   python -m keras_impl.export --print-config-keys
 GENERIC_KERAS_3_5_CONFIG_KEYS = {
+    "Add": ("dtype", "name", "trainable"),
     "DTypePolicy": ("name",),
+    "Functional": ("input_layers", "layers", "name", "output_layers", "trainable"),
     "GlorotUniform": ("seed",),
     "InputLayer": ("batch_shape", "dtype", "name", "sparse"),
     "L2": ("l2",),
     "Ones": (),
     "Sequential": ("build_input_shape", "dtype", "layers", "name", "trainable"),
     "Softmax": ("axis", "dtype", "name", "trainable"),
+    "ZeroPadding2D": ("data_format", "dtype", "name", "padding", "trainable"),
     "Zeros": (),
+    "__keras_tensor__": ("dtype", "keras_history", "shape"),
 }
 
 
@@ -244,8 +248,12 @@ def export_h5(model: keras.Model, path) -> keras.Model:
     """
     arch, l2, layers = zoo_source(model)
     specs = zoo.architecture(arch)
+    shape = (None, *input_shape(arch))
     for i, (spec, source) in enumerate(zip(specs, layers)):
-        expected = {**keras_layer(spec, l2).get_config(), "name": source.name}
+        reference = keras_layer(spec, l2)
+        reference.build(shape)  # built, as the source is (LayerNormalization's axis: [-1])
+        shape = reference.compute_output_shape(shape)
+        expected = {**reference.get_config(), "name": source.name}
         if source.get_config() != expected:
             raise ExportError(f"{model.name}: layer {i} ({source.name}) is not zoo model {arch}'s "
                               f"{spec.kind} ({_difference(expected, source.get_config())})")
