@@ -48,9 +48,6 @@ FORWARD_TOLERANCE = 1e-10
 NUMERIC_TOLERANCE = gradcheck.NETWORK_TOLERANCE  # 1e-7
 TAPE_TOLERANCE = 1e-10
 H = 1e-3  # central-difference step (see numeric_gradient)
-# The step where kinks and curvature meet: the fourth difference of a smooth piece, h^4
-# times the fourth derivative, must stay below KINK_TOLERANCE * 2h times the first.
-H_CURVED = 1e-5
 
 
 # --- one case: the student's pair and the reference on the same inputs ----------------
@@ -221,14 +218,15 @@ def numeric_gradient(run: Run, impl, key: str, kinked: bool, curved: bool = Fals
     A piecewise-linear kind: D(h), exact on a linear piece, and scratch.gradcheck's kink
     rule (a step crossed a kink iff out(x+h) + out(x-h) - 2 out(x) is not ~0: left out).
     Both (`kinked` and `curved`: the residual block, whose BatchNorms in training bend its
-    linear pieces): Richardson with the step H_CURVED, and the kink rule on the fourth
-    difference out(x+2h) - 4 out(x+h) + 6 out(x) - 4 out(x-h) + out(x-2h), which is h^4
-    times the fourth derivative on a smooth piece (the second difference, h^2 times the
-    second derivative, would mark every step as a kink)."""
+    linear pieces): Richardson, and the kink rule on the fourth difference
+    out(x+2h) - 4 out(x+h) + 6 out(x) - 4 out(x-h) + out(x-2h), h^4 times the fourth
+    derivative on a smooth piece (the second difference, h^2 times the second derivative,
+    would mark every step), each entry at the largest step of gradcheck.CURVED_STEPS that
+    crosses no kink (smaller steps cross fewer kinks but carry more round-off)."""
     inputs = copies(run.case.inputs)
     flat = inputs[key].reshape(-1)  # a view: writing flat[i] perturbs inputs[key]
     grad, smooth = np.zeros(flat.size), np.ones(flat.size, dtype=bool)
-    step = H_CURVED if kinked and curved else H
+    steps = gradcheck.CURVED_STEPS if kinked and curved else (H,)
 
     def moved(i, change):
         old = flat[i]
@@ -242,16 +240,18 @@ def numeric_gradient(run: Run, impl, key: str, kinked: bool, curved: bool = Fals
         return (np.sum(plus * run.dout) - np.sum(minus * run.dout)) / (2 * change), plus, minus
 
     for i in range(flat.size):
-        grad[i], plus, minus = difference(i, step)
-        if kinked and not curved:
-            bend = np.abs(plus + minus - 2 * run.out).max(initial=0)
-        else:
-            wide, plus2, minus2 = difference(i, 2 * step)
-            grad[i] = (4 * grad[i] - wide) / 3
-            bend = np.abs(plus2 + minus2 - 4 * (plus + minus) + 6 * run.out).max(initial=0)
-        if kinked:
-            smooth[i] = (bend <= gradcheck.KINK_TOLERANCE * np.abs(plus - minus).max(initial=0)
-                         + 1e-14)
+        for step in steps:
+            grad[i], plus, minus = difference(i, step)
+            if kinked and not curved:
+                bend = np.abs(plus + minus - 2 * run.out).max(initial=0)
+            else:
+                wide, plus2, minus2 = difference(i, 2 * step)
+                grad[i] = (4 * grad[i] - wide) / 3
+                bend = np.abs(plus2 + minus2 - 4 * (plus + minus) + 6 * run.out).max(initial=0)
+            smooth[i] = not kinked or (
+                bend <= gradcheck.KINK_TOLERANCE * np.abs(plus - minus).max(initial=0) + 1e-14)
+            if smooth[i]:
+                break
     return grad.reshape(inputs[key].shape), smooth.reshape(inputs[key].shape)
 
 
