@@ -208,7 +208,7 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in [
         (edit(layers, "conv2d_backward",
               ("tap(dxp, i, j, (ho, wo), strides)[...] +=",
                "tap(dxp, i, j, (ho, wo), (1, 1))[...] +=")),)),
-    Bug("pool_overlap_overwritten", "normnet",
+    Bug("overlap_overwritten", "normnet",
         "overlapping pooling windows (3x3 at stride 2): a pixel in two windows keeps the "
         "gradient of the last one (=) instead of the sum of both (+=)",
         (edit(layers, "windows_to_image", ("[...] += dwindows", "[...] = dwindows")),)),
@@ -227,7 +227,7 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in [
          edit(layers, "groupnorm_backward",
               ("normalize_backward(dxhat, xhat, std, (1, 2, 4))",
                "normalize_backward(dxhat, xhat, std, (1, 2, 3))")))),
-    Bug("global_pool_not_divided", "normnet",
+    Bug("global_pool_undivided", "normnet",
         "global average pooling's gradient gives every pixel dout instead of dout / (H*W), "
         "the mean's share",
         (edit(layers, "globalavgpool2d_backward",
