@@ -3,11 +3,19 @@ registry kinds that Keras has no single layer for.
 
 `ResidualBlock` is the twin of `scratch.residual.residual_forward`: its sublayers are named
 so that their variables' paths, "conv_a/kernel", "bn_a/gamma", ..., are the keys of the
-NumPy block's params (`keras_impl.zoo_model.weight_key`).
+NumPy block's params (`keras_impl.zoo_model.weight_key`). `built_in_graph` writes the
+same block out in built-in layers, for the graders' `.h5` (keras_impl/export.py), whose
+Keras has no twinnet classes.
 """
 from __future__ import annotations
 
 import keras
+
+
+def built_in_copy(layer, name: str):
+    """An unbuilt copy of built-in Keras layer `layer` (its config, a new name); the caller
+    copies the weights once it is built."""
+    return type(layer).from_config({**layer.get_config(), "name": name})
 
 
 @keras.saving.register_keras_serializable(package="twinnet")
@@ -59,3 +67,23 @@ class ResidualBlock(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides}
+
+    def built_in_graph(self, x, copies: list, name: str):
+        """The block applied to the symbolic tensor x in built-in Keras layers, as the
+        graders' Keras can load them: copies of its sublayers named "<name>_conv_a", ...,
+        joined by Add and ReLU layers, the same computation as `call`. Appends every
+        (copy, sublayer) pair to `copies`, for the caller to copy the weights over once
+        the graph is built. Returns the output tensor."""
+
+        def apply(layer, value):
+            copy = built_in_copy(layer, f"{name}_{layer.name}")
+            copies.append((copy, layer))
+            return copy(value)
+
+        main = keras.layers.ReLU(name=f"{name}_relu_a")(
+            apply(self.bn_a, apply(self.conv_a, x)))
+        main = apply(self.bn_b, apply(self.conv_b, main))
+        skip = x if self.shortcut_conv is None else apply(self.shortcut_bn,
+                                                          apply(self.shortcut_conv, x))
+        total = keras.layers.Add(name=f"{name}_add")([main, skip])
+        return keras.layers.ReLU(name=f"{name}_relu")(total)

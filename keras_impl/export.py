@@ -1,11 +1,16 @@
-"""The graders' `.h5`: a trained zoo model as a Sequential of built-in layers ending in softmax.
+"""The graders' `.h5`: a trained zoo model in built-in Keras layers, ending in softmax.
 
     python -m keras_impl.export --model-path PATH(.keras|.h5) --h5 OUT.h5
     python -m keras_impl.export --print-config-keys
 
 A grader runs `tensorflow.keras.models.load_model(file)` under TensorFlow 2.18
 with any Keras from 3.5 on, reads `net.input_shape` ((None, 784) for MLPs,
-(None, 28, 28, 1) for CNNs) and takes the argmax of `net.predict(x)`.
+(None, 28, 28, 1) for CNNs) and takes the argmax of `net.predict(x)`. The graders'
+Keras has no twinnet classes, so every layer is written as the built-in layers that
+compute it: a convolution with explicit padding numbers as a ZeroPadding2D and a
+Conv2D, a residual block (keras_impl.blocks.ResidualBlock) as its convolutions,
+BatchNormalizations, Add and ReLUs. A chain of layers is saved as a Sequential, a
+model with residual blocks (a skip path) as a Functional model.
 
 Compatibility: Keras >= 3.13 writes config keys that Keras 3.5-3.12 reject
 (`quantization_config` on Dense, `input_axes`/`output_axes` on initializers,
@@ -30,13 +35,14 @@ from pathlib import Path
 import h5py
 import keras
 
+from keras_impl.blocks import ResidualBlock, built_in_copy
 from keras_impl.data import run_cli
-from keras_impl.zoo_model import TwinNet, build_sequential, keras_layer
+from keras_impl.zoo_model import TwinNet, input_shape, keras_layer
 from keras_impl.model_files import ModelFileError, load_model
 from scratch import zoo
 from plumbing.args import output_file
 from plumbing.files import atomic_write
-from scratch.registry import KINDS
+from scratch.registry import KINDS, LayerSpec
 
 MAX_BYTES = 500_000_000  # graders accept files under 500 MB
 H5_SUFFIXES = (".h5", ".hdf5")  # Keras picks the format by suffix
@@ -46,14 +52,18 @@ H5_SUFFIXES = (".h5", ".hdf5")  # Keras picks the format by suffix
 # (scratch/registry.py). Made with, under TF 2.18 with Keras 3.5.0 (see CONTRIBUTING.md):
 #   python -m keras_impl.export --print-config-keys
 GENERIC_KERAS_3_5_CONFIG_KEYS = {
+    "Add": ("dtype", "name", "trainable"),
     "DTypePolicy": ("name",),
+    "Functional": ("input_layers", "layers", "name", "output_layers", "trainable"),
     "GlorotUniform": ("seed",),
     "InputLayer": ("batch_shape", "dtype", "name", "sparse"),
     "L2": ("l2",),
     "Ones": (),
     "Sequential": ("build_input_shape", "dtype", "layers", "name", "trainable"),
     "Softmax": ("axis", "dtype", "name", "trainable"),
+    "ZeroPadding2D": ("data_format", "dtype", "name", "padding", "trainable"),
     "Zeros": (),
+    "__keras_tensor__": ("dtype", "keras_history", "shape"),
 }
 
 
@@ -118,8 +128,8 @@ def _difference(before, after, where: str = "config") -> str:
     return f"{where}: {before!r} -> {after!r}"
 
 
-def write_h5(model: keras.Sequential, path) -> None:
-    """Save a Sequential of built-in layers as an .h5 that Keras 3.5 and newer load.
+def write_h5(model: keras.Model, path) -> None:
+    """Save a model of built-in layers as an .h5 that Keras 3.5 and newer load.
 
     Written to a temporary folder, its config rewritten with `keras_3_5_config`,
     reloaded to check that every layer comes back with the same model config,
@@ -187,27 +197,67 @@ def zoo_source(model: keras.Model) -> tuple[str, float, list]:
     return model.name, _kernel_l2(layers), layers
 
 
-def export_h5(model: keras.Model, path) -> keras.Sequential:
+def chain_copies(source, name: str) -> list:
+    """(copy, layer) pairs of the built-in layers that compute the trained layer `source`
+    (not a residual block), in order, the copies named after `name`: a layer itself, or
+    for explicit padding numbers (a Sequential, keras_impl.zoo_model.keras_layer) its
+    ZeroPadding2D ("<name>_padding") and its layer."""
+    if isinstance(source, keras.Sequential):
+        padding, layer = source.layers
+        return [(built_in_copy(padding, f"{name}_padding"), padding),
+                (built_in_copy(layer, name), layer)]
+    return [(built_in_copy(source, name), source)]
+
+
+def built_in_model(name: str, specs, sources, shape) -> keras.Model:
+    """The built-in Keras model of trained layers `sources` (zoo specs `specs`, input
+    `shape`), softmax appended, holding their weights: a Sequential of the layers'
+    `chain_copies`, or, when a residual block is among them, a Functional model (each block
+    through `ResidualBlock.built_in_graph`). Layer i is named "<kind>_<i>" (its parts
+    "<kind>_<i>_<part>")."""
+    names = [f"{spec.kind}_{i}" for i, spec in enumerate(specs)]
+    copies = []
+    if not any(isinstance(source, ResidualBlock) for source in sources):
+        for source, layer_name in zip(sources, names):
+            copies += chain_copies(source, layer_name)
+        model = keras.Sequential([keras.Input(shape=shape, name="image"),
+                                  *(copy for copy, _ in copies),
+                                  keras.layers.Softmax(name="probabilities")], name=name)
+    else:
+        inputs = x = keras.Input(shape=shape, name="image")
+        for source, layer_name in zip(sources, names):
+            if isinstance(source, ResidualBlock):
+                x = source.built_in_graph(x, copies, layer_name)
+                continue
+            for copy, layer in chain_copies(source, layer_name):
+                copies.append((copy, layer))
+                x = copy(x)
+        outputs = keras.layers.Softmax(name="probabilities")(x)
+        model = keras.Model(inputs, outputs, name=name)
+    for copy, layer in copies:
+        copy.set_weights(layer.get_weights())
+    return model
+
+
+def export_h5(model: keras.Model, path) -> keras.Model:
     """Write trained zoo model `model` as the graders' .h5 at `path`; returns what was written.
 
-    The file holds build_sequential(arch, l2, softmax=True) with `model`'s weights
-    copied layer by layer: input (None, 784) for MLPs or (None, 28, 28, 1) for
-    CNNs, softmax probabilities out. Raises ExportError when `model` is not a
-    twinnet zoo model or the file cannot be made compatible.
+    The file holds `built_in_model` of `model`'s layers: input (None, 784) for MLPs or
+    (None, 28, 28, 1) for CNNs, softmax probabilities out. Raises ExportError when
+    `model` is not a twinnet zoo model or the file cannot be made compatible.
     """
     arch, l2, layers = zoo_source(model)
-    own = sorted({spec.kind for spec in zoo.architecture(arch) if not built_in(KINDS[spec.kind])})
-    if own:
-        raise ExportError(f"{arch} uses {', '.join(own)}, a twinnet Keras layer the graders' "
-                          "Keras does not have: only models of built-in layers export")
-    grader_model = build_sequential(arch, l2, softmax=True)
-    for i, (spec, source, target) in enumerate(zip(zoo.architecture(arch), layers,
-                                                   grader_model.layers)):
-        expected = {**keras_layer(spec, l2).get_config(), "name": source.name}
+    specs = zoo.architecture(arch)
+    shape = (None, *input_shape(arch))
+    for i, (spec, source) in enumerate(zip(specs, layers)):
+        reference = keras_layer(spec, l2)
+        reference.build(shape)  # built, as the source is (LayerNormalization's axis: [-1])
+        shape = reference.compute_output_shape(shape)
+        expected = {**reference.get_config(), "name": source.name}
         if source.get_config() != expected:
             raise ExportError(f"{model.name}: layer {i} ({source.name}) is not zoo model {arch}'s "
                               f"{spec.kind} ({_difference(expected, source.get_config())})")
-        target.set_weights(source.get_weights())
+    grader_model = built_in_model(arch, specs, layers, input_shape(arch))
     write_h5(grader_model, path)
     return grader_model
 
@@ -234,15 +284,36 @@ def probe_model() -> keras.Sequential:
                             + [keras.layers.Softmax()], name="probe")
 
 
+# What only some exports write: explicit padding's ZeroPadding2D, residual blocks of both
+# skips (a Functional model, its Add and ReLU layers); ending in the logits, so that the
+# graders' check can score it.
+GRAPH_PROBE_SPECS = (LayerSpec("conv2d", filters=4, kernel_size=3, padding=1),
+                     LayerSpec("residual", filters=4), LayerSpec("residual", filters=8, strides=2),
+                     zoo.GLOBAL_AVERAGE, zoo.logits())
+
+
+def graph_probe_model() -> keras.Model:
+    """`built_in_model` of GRAPH_PROBE_SPECS' layers, as an export writes them."""
+    sources, shape = [], (None, *zoo.INPUT_SHAPE)
+    for i, spec in enumerate(GRAPH_PROBE_SPECS):
+        layer = keras_layer(spec, name=f"{spec.kind}_{i}")
+        layer.build(shape)
+        shape = layer.compute_output_shape(shape)
+        sources.append(layer)
+    return built_in_model("graph_probe", GRAPH_PROBE_SPECS, sources, zoo.INPUT_SHAPE)
+
+
 def written_config_keys() -> dict[str, list[str]]:
-    """Per class, the config keys the running Keras writes into an .h5 of `probe_model()`."""
+    """Per class, the config keys the running Keras writes into the .h5 of `probe_model()`
+    and of `graph_probe_model()`."""
     keys: dict[str, set] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "probe.h5"
-        probe_model().save(path)
-        with h5py.File(path, "r") as f:
-            for obj in serialized_objects(json.loads(f.attrs["model_config"])):
-                keys.setdefault(obj["class_name"], set()).update(obj["config"])
+        for model in (probe_model(), graph_probe_model()):
+            path = Path(tmp) / f"{model.name}.h5"
+            model.save(path)
+            with h5py.File(path, "r") as f:
+                for obj in serialized_objects(json.loads(f.attrs["model_config"])):
+                    keys.setdefault(obj["class_name"], set()).update(obj["config"])
     return {name: sorted(found) for name, found in sorted(keys.items())}
 
 

@@ -35,6 +35,8 @@ KINK_TOLERANCE = 1e-8  # relative second (fourth) difference of the logits that 
 # What a correct backward pass stays below in float64 (h^2 truncation, 1e-16 / h
 # round-off); a wrong one lands at 1e-3 and above.
 NETWORK_TOLERANCE = 1e-7
+# Steps tried in turn with a normalisation in the network (see model_gradient_errors).
+CURVED_STEPS = (1e-4, 3e-5, 1e-5)
 
 
 def grad_rel_error(a, b, tiny=TINY) -> float:
@@ -93,6 +95,12 @@ def has_kinks(model) -> bool:
                for kind in (spec.kind, spec.activation) if kind is not None)
 
 
+def is_curved(model) -> bool:
+    """True when the model has a layer that is curved between its kinks
+    (`KINDS[kind].curved`: BatchNorm in training, LayerNorm, GroupNorm, residual blocks)."""
+    return any(KINDS[spec.kind].curved for spec in zoo.architecture(model.name))
+
+
 def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0):
     """Check model.loss_and_grads (training mode, L2 included) by finite differences.
 
@@ -104,19 +112,27 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
       single weight w. Central differences (L(w+h) - L(w-h)) / 2h, h = 1e-4, are
       exact on a linear piece, and a step crossed a kink iff the second
       difference z(w+h) - 2 z(w) + z(w-h) is not ~0; those entries are
-      reported and left out. With BatchNorm (training mode) the pieces are
-      curved instead, as the batch statistics move with every weight: then the
-      loss is also evaluated at w +- 2h, h = 1e-5; Richardson's
-      (4 D(h) - D(2h)) / 3, D(s) = (L(w+s) - L(w-s)) / 2s, cancels the h^2 error
-      term of a central difference, and the fourth difference
-      z(w+2h) - 4 z(w+h) + 6 z(w) - 4 z(w-h) + z(w-2h), ~h^4 z'''' on a smooth
-      piece, marks the kinks. (A difference counts as not ~0 when it exceeds
-      KINK_TOLERANCE times |z(w+h) - z(w-h)|.) A network without a
+      reported and left out. With a normalisation (`is_curved`: BatchNorm in
+      training mode, LayerNorm, GroupNorm) the pieces are curved instead, as
+      the statistics move with every weight: then the loss is also evaluated
+      at w +- 2h; Richardson's (4 D(h) - D(2h)) / 3, D(s) = (L(w+s) - L(w-s)) / 2s,
+      cancels the h^2 error term of a central difference, and the fourth
+      difference z(w+2h) - 4 z(w+h) + 6 z(w) - 4 z(w-h) + z(w-2h), ~h^4 z'''' on
+      a smooth piece, marks the kinks. (A difference counts as not ~0 when it
+      exceeds KINK_TOLERANCE times |z(w+h) - z(w-h)|.) The step is the largest
+      of CURVED_STEPS that crosses no kink, entry by entry: a step of an early
+      weight moves every unit downstream (a ResNet's stem: some 10^5 ReLUs on
+      two images), so a large step crosses kinks, while a small one drowns in
+      round-off (below). A network without a
       piecewise-linear layer (`has_kinks`) has no kink to cross, and its
       curvature would mark every step: there every sampled entry is checked.
-    - round-off: the loss carries an absolute error of about 1e-16 * |loss| / h,
-      so entries far smaller than the array's largest gradient cannot be
+    - round-off: the loss carries an absolute error of about 1e-15 (a few
+      units in the last place of |loss|), so a central difference carries
+      1e-15 / h: entries far smaller than the array's largest gradient cannot be
       checked relatively; they are measured against `floor` times that largest.
+      With BatchNorms the gradients are small (a ResNet's betas: 2e-2 at most,
+      floor 2e-4), and at h = 1e-5 this round-off alone is 5e-7 of the floor:
+      the reason small steps come last in CURVED_STEPS.
     - zeros: a bias feeding a BatchNorm has gradient 0 in training mode (see
       `Model.biases_before_batchnorm`): the logits do not depend on it and both
       sides are round-off, so those arrays are measured against `floor` times
@@ -128,8 +144,8 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
     nan and fails `ArrayCheck.passed`: a check of nothing proves nothing.
     """
     kinked = has_kinks(model)
-    curved = any(spec.kind == "batchnorm" for spec in zoo.architecture(model.name))
-    h = h or (1e-5 if curved else 1e-4)
+    curved = is_curved(model)
+    steps = (h,) if h else (CURVED_STEPS if curved else (1e-4,))
     rng = np.random.default_rng(seed)
     dropout_state = model.rng.bit_generator.state if model.rng is not None else None
     saved_weights = [value.copy() for _, _, value in model.weights()]
@@ -141,6 +157,23 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
         logits = model.forward(x, training=True)
         evaluated.append(logits)
         return softmax_cross_entropy(logits, y)[0] + model.l2_loss()
+
+    def differences(value, indices, step, kink_test):
+        """(numeric gradient, smooth mask) of value's entries `indices` at `step`."""
+        evaluated.clear()
+        numeric = numeric_gradient(loss, value, step, indices)
+        if curved:
+            numeric = (4 * numeric - numeric_gradient(loss, value, 2 * step, indices)) / 3
+        if not kink_test:
+            return numeric, np.ones(len(indices), dtype=bool)
+        z = np.array(evaluated).reshape(-1, len(indices), 2, *base.shape)  # [step, entry, +-]
+        plus, minus = z[0, :, 0], z[0, :, 1]
+        if curved:
+            kink = z[1, :, 0] + z[1, :, 1] - 4 * (plus + minus) + 6 * base
+        else:
+            kink = plus + minus - 2 * base
+        return numeric, (np.abs(kink).max(axis=(1, 2))
+                         <= KINK_TOLERANCE * np.abs(plus - minus).max(axis=(1, 2)) + 1e-14)
 
     loss()
     base = evaluated.pop()
@@ -155,23 +188,14 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0)
         analytic = model.layers[i].grads[key].reshape(-1)
         chosen = (np.arange(value.size) if entries is None or entries >= value.size
                   else rng.choice(value.size, entries, replace=False))
-        evaluated.clear()
-        numeric = numeric_gradient(loss, value, h, chosen)
-        if curved:
-            numeric = (4 * numeric - numeric_gradient(loss, value, 2 * h, chosen)) / 3
-        smooth = np.ones(len(chosen), dtype=bool)
-        scale = float(np.abs(analytic).max())
-        if (i, key) in zeros:  # the logits do not move, so no kink is crossed
-            scale = largest
-        elif kinked and len(chosen):
-            z = np.array(evaluated).reshape(-1, len(chosen), 2, *base.shape)  # [step, entry, +-]
-            plus, minus = z[0, :, 0], z[0, :, 1]
-            if curved:
-                kink = z[1, :, 0] + z[1, :, 1] - 4 * (plus + minus) + 6 * base
-            else:
-                kink = plus + minus - 2 * base
-            smooth = (np.abs(kink).max(axis=(1, 2))
-                      <= KINK_TOLERANCE * np.abs(plus - minus).max(axis=(1, 2)) + 1e-14)
+        # zeros: the logits do not move, so no kink is crossed
+        kink_test = kinked and (i, key) not in zeros
+        numeric, smooth = np.zeros(len(chosen)), np.zeros(len(chosen), dtype=bool)
+        for step in steps:  # the entries that crossed a kink again, at the next step
+            todo = np.flatnonzero(~smooth)
+            if len(todo):
+                numeric[todo], smooth[todo] = differences(value, chosen[todo], step, kink_test)
+        scale = largest if (i, key) in zeros else float(np.abs(analytic).max(initial=0))
         checked = int(smooth.sum())
         error = (grad_rel_error(analytic[chosen][smooth], numeric[smooth],
                                 max(floor * scale, TINY)) if checked else math.nan)
@@ -195,8 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=seed_number, default=0)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    table = Table(title="analytic vs finite-difference gradients (float64; h=1e-4, "
-                        "with BatchNorm h=1e-5 and Richardson extrapolation)")
+    table = Table(title="analytic vs finite-difference gradients (float64; h=1e-4, with "
+                        "a normalisation 1e-4, 3e-5 or 1e-5 and Richardson extrapolation)")
     for column in ("model", "layer", "param", "checked", "at a kink", "max rel. error"):
         table.add_column(column)
     failed = 0

@@ -12,6 +12,9 @@ project knows about that kind of layer:
     keras_class, keras_kwargs     the built-in Keras layer, keras.layers.<keras_class>(**kwargs)
     regularizable                 its kernel takes the L2 penalty (unless spec.regularize is off)
     piecewise_linear              has kinks where central differences are unreliable
+    curved                        smooth but not linear in its input and weights between the
+                                  kinks (normalisations): central differences there need
+                                  Richardson extrapolation and the fourth-difference kink rule
     keras_3_5_config_keys         the config keys Keras 3.5 writes for keras_class (the .h5 export)
     flat_input                    needs (N, features) input, as dense does
     example                       a small instance: the export's probe model has one of each
@@ -145,6 +148,7 @@ class LayerKind:
     flops: Callable = no_flops
     regularizable: bool = False
     piecewise_linear: bool = False
+    curved: bool = False  # normalisations: see scratch.gradcheck.model_gradient_errors
     flat_input: bool = False  # needs (N, features) input, as dense does
     # explicit zero padding the Keras twin puts in front of its layer (a ZeroPadding2D)
     keras_padding: Callable[[LayerSpec], tuple | None] = lambda spec: None
@@ -236,7 +240,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
         param_shapes=lambda spec, shape: {"gamma": shape[-1:], "beta": shape[-1:]},
         formula=batchnorm_formula,
         make_numpy=lambda spec, p, ctx: BatchNorm(p["gamma"][0], ctx.dtype, name=ctx.name),
-        keras_class="BatchNormalization",
+        keras_class="BatchNormalization", curved=True,
         keras_3_5_config_keys=(
             "axis", "beta_constraint", "beta_initializer", "beta_regularizer", "center",
             "dtype", "epsilon", "gamma_constraint", "gamma_initializer", "gamma_regularizer",
@@ -248,7 +252,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
         make_numpy=lambda spec, p, ctx: PairLayer(
             "layernorm", {"gamma": np.ones(p["gamma"], ctx.dtype), "beta": ctx.zeros(p["beta"])},
             name=ctx.name),
-        keras_class="LayerNormalization",
+        keras_class="LayerNormalization", curved=True,
         keras_3_5_config_keys=(*NORM_KEYS, "rms_scaling")),
     LayerKind(
         "groupnorm", example=LayerSpec("groupnorm", groups=1),
@@ -257,6 +261,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
             "groupnorm", {"gamma": np.ones(p["gamma"], ctx.dtype), "beta": ctx.zeros(p["beta"])},
             name=ctx.name, groups=spec.groups),
         keras_class="GroupNormalization", keras_kwargs=lambda spec: {"groups": spec.groups},
+        curved=True,
         keras_3_5_config_keys=(*NORM_KEYS, "groups")),
     LayerKind(
         "residual", example=LayerSpec("residual", filters=4),
@@ -264,7 +269,7 @@ KINDS: dict[str, LayerKind] = {kind.name: kind for kind in [
         flops=residual_flops, make_numpy=make_residual,
         keras_class="ResidualBlock",
         keras_kwargs=lambda spec: {"filters": spec.filters, "strides": spec.strides or 1},
-        piecewise_linear=True,
+        piecewise_linear=True, curved=True,
         keras_3_5_config_keys=("dtype", "filters", "name", "strides", "trainable")),
 ]}
 

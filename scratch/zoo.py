@@ -61,6 +61,11 @@ def batchnorm():
 
 RELU = LayerSpec("relu")
 GLOBAL_AVERAGE = LayerSpec("globalavgpool2d")
+LAYER_NORM = LayerSpec("layernorm")
+
+
+def group_norm(groups):
+    return LayerSpec("groupnorm", groups=groups)
 
 
 def residual(filters, strides=1):
@@ -107,8 +112,17 @@ ARCHITECTURES: dict[str, list[LayerSpec]] = {
     # A small ResNet (He et al. 2016's CIFAR layout, shrunk): a 3x3 'same' conv/BN/ReLU stem, one
     # basic block at 28x28x16, a strided block down to 14x14x32 (its skip a 1x1 strided
     # conv), one more at 14x14x32, global average pooling, the logits.
-    "resnet": [conv(16, padding="same", activation=None), batchnorm(), RELU, residual(16), residual(32, strides=2), residual(32),
-               GLOBAL_AVERAGE, logits()],
+    "resnet": [conv(16, padding="same", activation=None), batchnorm(), RELU, residual(16),
+               residual(32, strides=2), residual(32), GLOBAL_AVERAGE, logits()],
+    # Normalised without batch statistics (each image on its own, the same in training and
+    # at inference): a stride-2 'same' convolution (28 -> 14), LayerNorm over its 8
+    # channels, overlapping 3x3 max pooling at stride 2 (14 -> 7), a 3x3 convolution,
+    # GroupNorm in 4 groups of 6 channels, global average pooling, the logits: 2,146
+    # parameters.
+    "normnet": [LayerSpec("conv2d", filters=8, kernel_size=3, strides=2, padding="same"),
+                LAYER_NORM, RELU, LayerSpec("maxpool2d", pool_size=3, strides=2, padding="same"),
+                conv(24, padding="same", activation=None), group_norm(4), RELU,
+                GLOBAL_AVERAGE, logits()],
 }
 
 _FC_NAME = re.compile(r"fc(\d+)$")

@@ -65,7 +65,7 @@ def test_every_bug_is_caught_by_a_cheap_check_and_the_reference_by_none(tmp_path
     report = json.loads(out.read_text())
     found = caught_by(report["rows"])
     assert {name for name in found if name.startswith("reference")} == {
-        f"reference {net}" for net in ("tiny", "lenet", "convnet", "best")}
+        f"reference {net}" for net in ("tiny", "lenet", "convnet", "best", "normnet", "resnet")}
     assert all(not checks for name, checks in found.items() if name.startswith("reference"))
     assert all(found[name] for name in BUGS)
     # what the tutorial teaches from this table
@@ -74,6 +74,12 @@ def test_every_bug_is_caught_by_a_cheap_check_and_the_reference_by_none(tmp_path
     assert found["bn_per_activation"] == {"params"}
     assert found["adam_uncorrected"] == found["bn_momentum_swapped"] == {"lockstep"}
     assert "numeric" not in found["flatten_nchw"] | found["bn_epsilon_1e-5"]  # consistent
+    # the curriculum's layers: a first layer's input gradient is seen by TF alone; a
+    # normalisation over the wrong values by the forward check
+    assert found["conv_stride_ignored"] == {"TF"}
+    assert {"forward", "TF"} <= found["layernorm_over_batch"] & found["groupnorm_interleaved"]
+    for name in ("overlap_overwritten", "global_pool_undivided", "residual_skip_dropped"):
+        assert {"numeric", "TF"} <= found[name], name
 
 
 @pytest.mark.slow

@@ -178,7 +178,8 @@ def test_params_all_matches_published_counts(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["models"] == {"fc128": 101_770, "mlp500": 545_810, "tiny": 1_765,
                                 "convnet": 34_826, "cnn3": 438_026, "best": 198_122,
-                                "lenet": 61_706, "resnet": 38_282, "fc10": 795 * 10 + 10,
+                                "lenet": 61_706, "resnet": 38_282, "normnet": 2_146,
+                                "fc10": 795 * 10 + 10,
                                 "fc300": 795 * 300 + 10}
     assert result["non_trainable"] == {name: {"best": 640, "resnet": 416}.get(name, 0)
                                        for name in result["models"]}

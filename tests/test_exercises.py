@@ -101,10 +101,11 @@ def test_exercise_command_writes_lists_and_keeps_an_existing_file(tmp_path, caps
 # --- the reference passes, the unfilled exercise fails -----------------------------------
 
 
-# Kinds without a zoo network whose whole-network check passes (layernorm, groupnorm: none
-# uses them; globalavgpool2d, residual: resnet, whose stem's steps all cross kinks): their
-# layer checks are in tests/test_curriculum_layers.py.
-WITHOUT_NETWORK_CHECK = {"globalavgpool2d", "layernorm", "groupnorm", "residual"}
+# residual: its network, resnet, fails the whole-network central differences on one entry
+# of the grader's images (residual_3's bn_b/gamma, 1.6e-7): a small gradient whose steps
+# cross kinks down to h = 1e-5, where the loss's round-off, ~1e-15 / h, is that much of it
+# (docs/layers.md). Its layer checks: tests/test_curriculum_layers.py.
+WITHOUT_NETWORK_CHECK = {"residual"}
 
 
 @pytest.mark.parametrize("layer", [name for name in LAYERS if name not in WITHOUT_NETWORK_CHECK])
@@ -309,6 +310,9 @@ def test_network_for_picks_the_small_zoo_model_that_uses_the_layer():
     assert network.network_for("avgpool2d").startswith("lenet")
     assert network.network_for("dropout") == "convnet"
     assert network.network_for("batchnorm") == "best"
+    assert {network.network_for(layer) for layer in ("layernorm", "groupnorm",
+                                                     "globalavgpool2d")} == {"normnet"}
+    assert network.network_for("residual") == "resnet"
 
 
 def test_substituted_runs_the_given_function_in_a_readable_model_and_restores():

@@ -89,13 +89,8 @@ def model_config(path) -> dict:
         return json.loads(f.attrs["model_config"])
 
 
-# Models of built-in Keras layers only: the graders' Keras has no twinnet classes.
-EXPORTABLE = [name for name in zoo.model_names()
-              if all(export.built_in(KINDS[spec.kind]) for spec in zoo.architecture(name))]
-
-
-@pytest.mark.parametrize("name", EXPORTABLE)
-def test_sequential_export_round_trip(tmp_path, name):
+@pytest.mark.parametrize("name", zoo.model_names())
+def test_export_round_trip(tmp_path, name):
     keras.utils.set_random_seed(1)
     source = build_sequential(name, l2=1e-3)
     out = tmp_path / f"{name}.h5"
@@ -140,11 +135,42 @@ def test_exported_config_holds_only_keras_3_5_keys(tmp_path, name):
         assert keys <= set(export.KERAS_3_5_CONFIG_KEYS[obj["class_name"]]), obj["class_name"]
 
 
-def test_a_model_with_a_twinnet_layer_is_refused_in_one_line(tmp_path):
+def test_residual_blocks_export_as_built_in_layers(tmp_path):
+    """resnet's blocks (keras_impl.blocks.ResidualBlock, which the graders' Keras lacks) go
+    into the .h5 as Conv2D, BatchNormalization, Add and ReLU layers of a Functional model,
+    their trained moving statistics included; a chain of layers stays a Sequential."""
+    keras.utils.set_random_seed(3)
+    twin = build_twinnet("resnet")
+    for variable in twin.non_trainable_weights:  # moving statistics as after training
+        variable.assign(np.random.default_rng(5).uniform(0.5, 1.5, variable.shape))
     out = tmp_path / "resnet.h5"
-    with pytest.raises(export.ExportError, match="resnet uses residual, a twinnet Keras layer"):
-        export.export_h5(build_sequential("resnet"), out)
-    assert not out.exists() and "resnet" not in EXPORTABLE
+    export.export_h5(twin, out)
+    config = model_config(out)
+    assert config["class_name"] == "Functional"
+    classes = {layer["class_name"] for layer in config["config"]["layers"]}
+    assert classes == {"InputLayer", "Conv2D", "BatchNormalization", "ReLU", "Add",
+                       "GlobalAveragePooling2D", "Dense", "Softmax"}
+    net = grader_load(out)
+    x = images(net)
+    np.testing.assert_allclose(net.predict(x, verbose=0), softmax_of(twin, x), rtol=0,
+                               atol=1e-6)
+    export.export_h5(build_sequential("normnet"), tmp_path / "normnet.h5")
+    assert model_config(tmp_path / "normnet.h5")["class_name"] == "Sequential"
+
+
+def test_explicit_padding_exports_as_zero_padding_then_the_layer(tmp_path):
+    probe = export.graph_probe_model()
+    rng = np.random.default_rng(6)
+    for layer in probe.layers:
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                           for w in layer.get_weights()])
+    out = tmp_path / "graph_probe.h5"
+    export.write_h5(probe, out)
+    names = [layer["config"]["name"] for layer in model_config(out)["config"]["layers"]]
+    assert names[1:3] == ["conv2d_0_padding", "conv2d_0"]
+    x = images(probe)
+    np.testing.assert_array_equal(grader_load(out).predict(x, verbose=0),
+                                  probe.predict(x, verbose=0))
 
 
 def test_keras_3_5_keys_are_still_written_by_this_keras():
@@ -395,6 +421,36 @@ def test_grader_load_under_tf218(tmp_path):
         assert theirs["correct"] == ours["correct"]
         assert theirs["max_row_sum_error"] < 1e-5
     assert results[0]["accuracy"] > 0.85  # really trained, so equal scores mean something
+
+
+@needs_keras35
+def test_residual_and_padding_exports_load_under_keras_3_5_and_3_6(tmp_path):
+    """The Functional exports (resnet, the graph probe: explicit padding, both skips) score
+    the same under TF 2.18 with Keras 3.5.0 and with its own Keras 3.6."""
+    keras.utils.set_random_seed(4)
+    twin = build_twinnet("resnet")
+    for variable in twin.non_trainable_weights:
+        variable.assign(np.random.default_rng(5).uniform(0.5, 1.5, variable.shape))
+    export.export_h5(twin, tmp_path / "resnet.h5")
+    probe = export.graph_probe_model()
+    export.write_h5(probe, tmp_path / "graph_probe.h5")
+    rng = np.random.default_rng(7)
+    x_test, y_test = rng.integers(0, 256, (32, 28, 28), dtype=np.uint8), rng.integers(0, 10, 32)
+    np.savez(tmp_path / "images.npz", x_test=x_test, y_test=y_test)
+    x = x_test.astype("float32")[..., None] / 255
+    for keras_path, version in ((KERAS35_PATH, "3.5.0"), (None, "3.6.0")):
+        out = tmp_path / version
+        out.mkdir()
+        tf218([str(ROOT / "keras_impl" / "grader_check.py"), str(tmp_path / "resnet.h5"),
+               str(tmp_path / "graph_probe.h5"), "--npz", str(tmp_path / "images.npz"),
+               "--save-dir", str(out)], cwd=tmp_path,
+              **({"PYTHONPATH": keras_path} if keras_path else {}))
+        results = json.loads((out / "results.json").read_text())
+        assert [r["keras"] for r in results] == [version, version]
+        for name, model in (("resnet", twin), ("graph_probe", probe)):
+            np.testing.assert_allclose(np.load(out / f"{name}.npy"), softmax_of(model, x)
+                                       if name == "resnet" else probe.predict(x, verbose=0),
+                                       rtol=0, atol=1e-6)
 
 
 @needs_tf218

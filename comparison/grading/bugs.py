@@ -28,7 +28,7 @@ from unittest import mock
 
 from comparison.grading.checks import substituted
 from comparison.grading.exercise import layer_names, reference_functions
-from scratch import layers, losses, optim
+from scratch import layers, losses, optim, residual
 from scratch import model as scratch_model
 from scratch.layer_classes import BatchNorm
 from scratch.layer_shapes import batchnorm_formula
@@ -202,6 +202,41 @@ BUGS: dict[str, Bug] = {bug.name: bug for bug in [
          edit(layers, "flatten_backward",
               ("dout.reshape(cache)",
                "dout.reshape(cache[0], cache[3], cache[1], cache[2]).transpose(0, 2, 3, 1)")))),
+    Bug("conv_stride_ignored", "normnet",
+        "a strided convolution's input gradient is added into neighbouring pixels, as if the "
+        "stride were 1, instead of into the pixels each tap saw (every second one)",
+        (edit(layers, "conv2d_backward",
+              ("tap(dxp, i, j, (ho, wo), strides)[...] +=",
+               "tap(dxp, i, j, (ho, wo), (1, 1))[...] +=")),)),
+    Bug("overlap_overwritten", "normnet",
+        "overlapping pooling windows (3x3 at stride 2): a pixel in two windows keeps the "
+        "gradient of the last one (=) instead of the sum of both (+=)",
+        (edit(layers, "windows_to_image", ("[...] += dwindows", "[...] = dwindows")),)),
+    Bug("layernorm_over_batch", "normnet",
+        "LayerNorm takes its statistics over the batch axis (BatchNorm's) instead of over "
+        "each position's channels",
+        (edit(layers, "layernorm_forward", ("normalize_forward(x, -1)",
+                                            "normalize_forward(x, 0)")),
+         edit(layers, "layernorm_backward", ("xhat, std, -1)", "xhat, std, 0)")))),
+    Bug("groupnorm_interleaved", "normnet",
+        "GroupNorm's groups made of every G-th channel (a reshape to (C/G, G)) instead of G "
+        "runs of C/G neighbouring channels (Keras's, a reshape to (G, C/G))",
+        (edit(layers, "groupnorm_forward",
+              ("x.reshape(n, h, w, groups, c // groups), (1, 2, 4)",
+               "x.reshape(n, h, w, c // groups, groups), (1, 2, 3)")),
+         edit(layers, "groupnorm_backward",
+              ("normalize_backward(dxhat, xhat, std, (1, 2, 4))",
+               "normalize_backward(dxhat, xhat, std, (1, 2, 3))")))),
+    Bug("global_pool_undivided", "normnet",
+        "global average pooling's gradient gives every pixel dout instead of dout / (H*W), "
+        "the mean's share",
+        (edit(layers, "globalavgpool2d_backward",
+              ("dout[:, None, None, :] / (h * w)", "dout[:, None, None, :]")),)),
+    Bug("residual_skip_dropped", "resnet",
+        "the residual block's input gradient is the main path's alone: the skip path's "
+        "share, which the addition sent to x as well, is dropped",
+        (edit(residual, "residual_backward",
+              ('grads["x"] = dx_main + dx_skip', 'grads["x"] = dx_main')),)),
     Bug("relu_grad_at_zero", "tiny",
         "ReLU's gradient is 1 at exactly 0 (x >= 0) where TensorFlow's is 0: a blank image "
         "region makes a conv unit's input exactly its bias, 0 at the start",

@@ -17,7 +17,7 @@ that every piece of the loss takes part:
                 moments, every weight's change, BatchNorm's moving statistics (`localize`)
     accuracy    both twins trained side by side on the first --limit images (float32, Adam,
                 dropout off), then validation accuracy: NumPy vs Keras, in points. Not
-                for BatchNorm networks (`best`): too slow to train far enough
+                for BatchNorm networks (`best`, `resnet`): too slow to train far enough
 
 A check catches a bug when its error exceeds its threshold. The unmutated code ("reference"
 rows, one per network) passes every check: tests/test_bugs.py holds both to it. `--fast`
@@ -127,7 +127,7 @@ def accuracy_check(name: str, sizes: Sizes, data_dir) -> CheckResult:
     from keras_impl.data import make_dataset
     from scratch.train import evaluate
 
-    if any(spec.kind == "batchnorm" for spec in zoo.architecture(name)):
+    if build_model(name).count_non_trainable():  # BatchNorm's, alone or in residual blocks
         return CheckResult("accuracy", True, None, None, detail=(
             "not run: BatchNorm's moving averages (momentum 0.99) need hundreds of steps "
             "before inference means anything, minutes with the readable layers"))

@@ -211,35 +211,47 @@ def compared(name: str, actual, expected, threshold: float, run: Run, plots, mas
     return result
 
 
-def numeric_gradient(run: Run, impl, key: str, kinked: bool):
+def numeric_gradient(run: Run, impl, key: str, kinked: bool, curved: bool = False):
     """Central differences of sum(out * dout), out the student's forward, with respect to
-    inputs[key], and the mask of the entries checked. A piecewise-linear kind: D(h) =
-    (f(x+h) - f(x-h)) / 2h, exact on a linear piece, and scratch.gradcheck's kink rule
-    (a step crossed a kink iff out(x+h) + out(x-h) - 2 out(x) is not ~0: left out);
-    any other: Richardson's (4 D(h) - D(2h)) / 3, whose truncation error is O(h^4)."""
+    inputs[key], and the mask of the entries checked. D(h) = (f(x+h) - f(x-h)) / 2h.
+    A smooth kind: Richardson's (4 D(h) - D(2h)) / 3, whose truncation error is O(h^4).
+    A piecewise-linear kind: D(h), exact on a linear piece, and scratch.gradcheck's kink
+    rule (a step crossed a kink iff out(x+h) + out(x-h) - 2 out(x) is not ~0: left out).
+    Both (`kinked` and `curved`: the residual block, whose BatchNorms in training bend its
+    linear pieces): Richardson, and the kink rule on the fourth difference
+    out(x+2h) - 4 out(x+h) + 6 out(x) - 4 out(x-h) + out(x-2h), h^4 times the fourth
+    derivative on a smooth piece (the second difference, h^2 times the second derivative,
+    would mark every step), each entry at the largest step of gradcheck.CURVED_STEPS that
+    crosses no kink (smaller steps cross fewer kinks but carry more round-off)."""
     inputs = copies(run.case.inputs)
     flat = inputs[key].reshape(-1)  # a view: writing flat[i] perturbs inputs[key]
     grad, smooth = np.zeros(flat.size), np.ones(flat.size, dtype=bool)
+    steps = gradcheck.CURVED_STEPS if kinked and curved else (H,)
 
-    def moved(i, step):
+    def moved(i, change):
         old = flat[i]
-        flat[i] = old + step
+        flat[i] = old + change
         out = run_forward(run.case, impl, inputs)[0]
         flat[i] = old
         return out
 
-    def difference(i, step):
-        plus, minus = moved(i, step), moved(i, -step)
-        return (np.sum(plus * run.dout) - np.sum(minus * run.dout)) / (2 * step), plus, minus
+    def difference(i, change):
+        plus, minus = moved(i, change), moved(i, -change)
+        return (np.sum(plus * run.dout) - np.sum(minus * run.dout)) / (2 * change), plus, minus
 
     for i in range(flat.size):
-        grad[i], plus, minus = difference(i, H)
-        if kinked:
-            bend = np.abs(plus + minus - 2 * run.out).max(initial=0)
-            smooth[i] = (bend <= gradcheck.KINK_TOLERANCE * np.abs(plus - minus).max(initial=0)
-                         + 1e-14)
-        else:
-            grad[i] = (4 * grad[i] - difference(i, 2 * H)[0]) / 3
+        for step in steps:
+            grad[i], plus, minus = difference(i, step)
+            if kinked and not curved:
+                bend = np.abs(plus + minus - 2 * run.out).max(initial=0)
+            else:
+                wide, plus2, minus2 = difference(i, 2 * step)
+                grad[i] = (4 * grad[i] - wide) / 3
+                bend = np.abs(plus2 + minus2 - 4 * (plus + minus) + 6 * run.out).max(initial=0)
+            smooth[i] = not kinked or (
+                bend <= gradcheck.KINK_TOLERANCE * np.abs(plus - minus).max(initial=0) + 1e-14)
+            if smooth[i]:
+                break
     return grad.reshape(inputs[key].shape), smooth.reshape(inputs[key].shape)
 
 
@@ -261,6 +273,7 @@ def case_checks(layer: str, runs: list[Run], float32_runs: list[Run], impl,
                 plots) -> list[CheckResult]:
     """Steps 1 to 3 for every case, step by step (float32 runs: dtypes only)."""
     kinked = KINDS[layer].piecewise_linear if layer in KINDS else False
+    curved = KINDS[layer].curved if layer in KINDS else False
     named = [(run, f" ({run.case.label})" if run.case.label else "") for run in runs]
     rows = [shape_check(run, "shapes, dtypes" + tag) for run, tag in named]
     rows += [shape_check(run, f"shapes, dtypes ({run.case.label})") for run in float32_runs]
@@ -294,7 +307,7 @@ def case_checks(layer: str, runs: list[Run], float32_runs: list[Run], impl,
                                         where="the forward output's shape is wrong (see shapes)"))
                 continue
             try:
-                numeric, smooth = numeric_gradient(run, impl, key, kinked)
+                numeric, smooth = numeric_gradient(run, impl, key, kinked, curved)
             except Exception as err:  # noqa: BLE001
                 rows.append(raised(name, err, run.files, NUMERIC_TOLERANCE))
                 continue

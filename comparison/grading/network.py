@@ -71,7 +71,7 @@ def network_for(layer: str) -> str:
     a network of plain layers before one with residual blocks (their whole-network check is
     the slowest), then the fewest parameters: fc128 for dense, relu, flatten and the loss,
     tiny for conv2d and maxpool2d, the LeNet for avgpool2d, convnet for dropout, best for
-    batchnorm, resnet for residual and globalavgpool2d."""
+    batchnorm, normnet for layernorm, groupnorm and globalavgpool2d, resnet for residual."""
     candidates = [name for name in zoo.model_names() if uses(name, layer)]
     if not candidates:
         raise ValueError(f"no zoo model uses {layer!r}")
