@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_info
 from keras_impl.data import make_dataset
 from plumbing.cpus import BlasThreads
 from plumbing.interrupts import stops_between_steps
+from plumbing.quiet import live_display_works
 from scratch import zoo
 from plumbing.files import write_json
 from scratch.model import build_model, save_npz
@@ -37,7 +38,8 @@ def blas_threads() -> int | None:
 def progress_bar(console):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    disable=not live_display_works(console))
 
 
 def stopping_progress(progress, task, stop, threads=None):

@@ -33,6 +33,7 @@ from keras_impl.checkpoints import Checkpoints, TrainError
 from keras_impl.multistep import STEPS_PER_CALL, MultistepEpochs
 from keras_impl.train import epoch_record, fit_custom, format_epoch, make_loss_fn, train_epoch
 from plumbing.interrupts import stop_signal_name, stops_between_steps
+from plumbing.quiet import live_display_works
 
 
 class Diverged(Exception):
@@ -157,7 +158,7 @@ def epoch_length(dataset) -> int | None:
 def _progress(console):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not live_display_works(console))
 
 
 def _summary(status: str, epochs: list, ckpts: Checkpoints, resumed_from: int,

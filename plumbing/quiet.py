@@ -13,6 +13,8 @@ Importing this module (it imports nothing heavy) quiets what is noise on every r
     graders require .h5);
   - the traceback of a Ctrl-C that nothing handles (during start-up, say): one line
     "interrupted" instead, and the exit status of a Ctrl-C (130).
+`live_display_works(console)` tells the progress bars and spinners whether rich can draw
+them: in a Jupyter kernel without ipywidgets it cannot, and only warns "install ipywidgets".
 Python warnings and every other message stay. TWINNET_VERBOSE=1 turns all of this off.
 """
 from __future__ import annotations
@@ -98,6 +100,12 @@ def h5_notice_silenced():
         yield
     finally:
         logger.removeFilter(notice_filter)
+
+
+def live_display_works(console) -> bool:
+    """Whether rich can draw a live display (a progress bar, a spinner) on `console`: not
+    in a Jupyter kernel without ipywidgets, where a live display only warns."""
+    return not console.is_jupyter or importlib.util.find_spec("ipywidgets") is not None
 
 
 def _one_line_for_ctrl_c(kind, value, traceback):

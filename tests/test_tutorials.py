@@ -31,12 +31,18 @@ TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_from_scratch",
              "10_keras_sequential_fit", "11_subclass_gradienttape_tensorboard",
              "12_side_by_side", "13_experiments", "14_write_your_own_layer", "15_explanations",
-             "16_data_parallel"]
+             "16_data_parallel", "appendix_tooling"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
 PROMISE = re.compile(r"\bread (?:it|them)\b", re.IGNORECASE)
 CODE_SPAN = re.compile(r"`([^`]+)`")
+NOISE = {  # what no student should have to read in a notebook's output
+    "a TensorFlow C++ log line": re.compile(
+        r"[\w/.-]+\.(?:cc|h):\d+\] |All log messages before absl::InitializeLog"),
+    "rich's ipywidgets warning": re.compile(r"install \"?ipywidgets\"? for Jupyter support"),
+    "an ANSI escape code": re.compile(r"\x1b\["),
+}
 
 
 def read(name):
@@ -72,6 +78,19 @@ def broken_promises(spans: list[str], source: str) -> list[str]:
     return [span for span in spans if not re.search(pattern(span), source, re.DOTALL)]
 
 
+def noise(nb) -> list[str]:
+    """Where an executed notebook's text outputs (printed streams, the text/plain of results
+    and displays) hold one of NOISE: 'cell N: what' for each."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = (out.text if out.output_type == "stream"
+                    else out.get("data", {}).get("text/plain", ""))
+            found += [f"cell {index}: {what}" for what, pattern in NOISE.items()
+                      if pattern.search(text)]
+    return found
+
+
 def notebook_imports(nb, upto: int) -> dict:
     """A namespace holding what cells 0..upto import (their import statements only)."""
     namespace: dict = {}
@@ -101,7 +120,8 @@ def test_notebook_is_committed_clean_and_teaches(name):
     text = [cell for cell in nb.cells if cell.cell_type == "markdown"]
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
     assert nb.cells[0].cell_type == "markdown"
-    assert nb.cells[0].source.startswith(f"# {int(name[:2])} · ")  # the chapter's title
+    number = "Appendix" if name.startswith("appendix") else int(name[:2])
+    assert nb.cells[0].source.startswith(f"# {number} · ")  # the chapter's title
     assert len(text) >= 5  # explanation between the code, not a script in cells
     uses_switch = any(FAST_SWITCH in cell.source for cell in code)
     assert uses_switch == (name not in NOTHING_TO_SHRINK)
@@ -123,6 +143,24 @@ def test_printed_source_shows_what_the_markdown_promises(name, index):
     source = "\n".join(inspect.getsource(eval(expression, namespace))
                        for expression in shown_objects(nb.cells[index]))
     assert not broken_promises(spans, source), f"{name} cell {index} no longer shows these"
+
+
+def test_noise_finds_each_kind_in_a_crafted_output():
+    v4 = nbformat.v4
+    lines = {"a TensorFlow C++ log line": "E0000 00:00:1733 2913 cuda_executor.cc:1228] "
+                                          "failed call to cuInit: UNKNOWN ERROR (303)\n",
+             "rich's ipywidgets warning": "UserWarning: install \"ipywidgets\" for Jupyter "
+                                          "support\n",
+             "an ANSI escape code": "Model: \x1b[1m\"sequential\"\x1b[0m\n"}
+    clean = v4.new_output("stream", name="stdout", text="epoch 1: loss 0.31 (cuda.cc is a file)\n")
+    for what, line in lines.items():
+        cell = v4.new_code_cell("pass", outputs=[clean, v4.new_output("stream", name="stderr",
+                                                                      text=line)])
+        shown = v4.new_code_cell("pass", outputs=[v4.new_output(
+            "display_data", data={"text/plain": line, "image/png": ""})])
+        nb = v4.new_notebook(cells=[v4.new_markdown_cell("text"), cell, shown])
+        assert noise(nb) == [f"cell 1: {what}", f"cell 2: {what}"]
+    assert noise(v4.new_notebook(cells=[v4.new_code_cell("pass", outputs=[clean])])) == []
 
 
 def test_promises_match_literally_with_dots_for_any_text():
@@ -153,6 +191,7 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
     assert not [out for out in outputs if out.output_type == "error"]
     assert any(out.output_type == "display_data" for out in outputs)  # it showed its figures
     assert sorted(TUTORIALS.rglob("*")) == before  # wrote nothing into the repository
+    assert not noise(nb), f"printed what a student should not read: {noise(nb)}"
     for index in source_cells(nb):  # what the kernel printed keeps the markdown's promise
         printed = "".join(out.text for out in nb.cells[index].outputs
                           if out.output_type == "stream")
