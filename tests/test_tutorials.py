@@ -178,6 +178,9 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("TWINNET_FAST", "1")
+    # ipykernel leaves file descriptors 1 and 2 alone under pytest; without this variable
+    # it sends them to the notebook, as Jupyter does, so TensorFlow's C++ lines show there
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     monkeypatch.setenv("MNIST_DIR", str(Path(MNIST_DIR).resolve()))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
