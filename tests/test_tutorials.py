@@ -25,6 +25,7 @@ import nbformat
 import pytest
 
 from helpers import MNIST_DIR, needs_mnist
+from scratch.layer_classes import readable_function
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -161,6 +162,34 @@ def test_noise_finds_each_kind_in_a_crafted_output():
         nb = v4.new_notebook(cells=[v4.new_markdown_cell("text"), cell, shown])
         assert noise(nb) == [f"cell 1: {what}", f"cell 2: {what}"]
     assert noise(v4.new_notebook(cells=[v4.new_code_cell("pass", outputs=[clean])])) == []
+
+
+def exercise_stubs(nb) -> list[tuple[str, str]]:
+    """(name, source) of every function in a code cell that is still an exercise stub: its
+    body raises NotImplementedError("TODO: write NAME")."""
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "NotImplementedError" not in cell.source:
+            continue
+        for node in ast.parse(cell.source).body:
+            if (isinstance(node, ast.FunctionDef) and isinstance(node.body[-1], ast.Raise)
+                    and f"TODO: write {node.name}" in ast.unparse(node.body[-1])):
+                found.append((node.name, ast.get_source_segment(cell.source, node)))
+    return found
+
+
+STUBS = [(name, function) for name in NOTEBOOKS for function, _ in exercise_stubs(read(name))
+         if readable_function(function) is not None]  # the layers' exercises
+
+
+@pytest.mark.parametrize("name, function", STUBS, ids=[f"{n}-{f}" for n, f in STUBS])
+def test_exercise_stub_cells_are_the_generated_exercise(name, function):
+    # the cell a student writes in keeps the reference's signature and docstring
+    from comparison.grading.exercise import stub
+
+    source = dict(exercise_stubs(read(name)))[function]
+    assert source + "\n" == stub(readable_function(function)), \
+        f"{name}: rewrite the cell of {function} from comparison.grading.exercise.stub"
 
 
 def test_promises_match_literally_with_dots_for_any_text():
