@@ -30,9 +30,9 @@ from scratch.layer_classes import readable_function
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_from_scratch",
-             "05_autodiff", "06_optimisers", "10_keras_sequential_fit", "11_subclass_gradienttape_tensorboard",
-             "12_side_by_side", "13_experiments", "14_write_your_own_layer", "15_explanations",
-             "16_data_parallel", "appendix_tooling"]
+             "05_autodiff", "06_optimisers", "10_keras_sequential_fit",
+             "11_subclass_gradienttape_tensorboard", "12_side_by_side", "13_experiments",
+             "14_write_your_own_layer", "15_explanations", "16_data_parallel", "appendix_tooling"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 CELL_TIMEOUT = 300  # seconds per cell: a safety net for a hung kernel, not a speed claim
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
