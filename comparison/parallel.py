@@ -20,7 +20,6 @@ against the NumPy replicas. Exit 1 when a check that must agree does not.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import time
@@ -29,7 +28,6 @@ import numpy as np
 from rich.table import Table
 
 from plumbing.args import at_most, batch_size, output_file, positive_int, seed_number
-from plumbing.quiet import live_display_works
 from scratch import zoo
 from scratch.cli import add_optimizer_args, check_optimizer_args, model_name
 from scratch.optim import DEFAULT_LR
@@ -257,11 +255,6 @@ def lockstep_section(args, console) -> dict:
 # --- how K changes a training ---------------------------------------------------------
 
 
-def spinner(console, text: str):
-    """rich's spinner with `text`, where rich can draw one (see live_display_works)."""
-    return console.status(text) if live_display_works(console) else contextlib.nullcontext()
-
-
 def scaled_lr(optimizer: str, base: float, replicas: int) -> tuple[float, str]:
     """The learning rate for K replicas at a fixed per-replica batch (K times the global
     batch): linear scaling for SGD (Goyal et al. 2017: the K summed steps of one big
@@ -302,7 +295,7 @@ def sweep_section(args, console) -> dict:
             if args.sync_bn:
                 distribute.synchronize_batchnorm(model)
             started = time.perf_counter()
-            with spinner(console, f"K = {k}: one epoch of the {loop} loop"):
+            with console.status(f"K = {k}: one epoch of the {loop} loop"):
                 if loop == "custom":
                     step = distribute.make_distributed_train_step(strategy, model, optimizer,
                                                                   per_replica * k)
@@ -349,7 +342,7 @@ def workers_section(args, console) -> dict:
     if args.data_dir:
         options += ["--data-dir", args.data_dir]
     started = time.perf_counter()
-    with spinner(console, f"{w} workers on 127.0.0.1, {steps} steps each"):
+    with console.status(f"{w} workers on 127.0.0.1, {steps} steps each"):
         workers = multiworker.launch_local(w, options)
     seconds = time.perf_counter() - started
     batches = multiworker.fixed_batches(args.model, args.batch_size, steps, args.data_dir)

@@ -16,7 +16,6 @@ from keras_impl.data import make_dataset
 from keras_impl.train import EpochMetrics, make_test_step, make_train_step
 from comparison.twin import TwinPair, optimizer_pair
 from plumbing.cpus import BlasThreads
-from plumbing.quiet import live_display_works
 from scratch import zoo
 from scratch.train import evaluate as numpy_evaluate
 
@@ -53,8 +52,7 @@ def train_side_by_side(pair: TwinPair, args, console) -> dict:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeRemainingColumn())
     # NumPy's BLAS threads: one per CPU the machine leaves free
-    with Progress(*columns, console=console, transient=True,
-                  disable=not live_display_works(console)) as progress, \
+    with Progress(*columns, console=console, transient=True) as progress, \
             BlasThreads() as threads:
         for epoch in range(1, args.epochs + 1):
             task = progress.add_task(f"{pair.name} epoch {epoch}/{args.epochs}", total=n_batches,

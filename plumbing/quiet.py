@@ -13,8 +13,9 @@ Importing this module (it imports nothing heavy) quiets what is noise on every r
     graders require .h5);
   - the traceback of a Ctrl-C that nothing handles (during start-up, say): one line
     "interrupted" instead, and the exit status of a Ctrl-C (130).
-`live_display_works(console)` tells the progress bars and spinners whether rich can draw
-them: in a Jupyter kernel without ipywidgets it cannot, and only warns "install ipywidgets".
+`make_console()` is the rich Console twinnet prints with: in a Jupyter kernel plain text,
+not rich's Jupyter mode (HTML with a text copy full of ANSI colour codes, and live
+displays that only warn "install ipywidgets").
 Python warnings and every other message stay. TWINNET_VERBOSE=1 turns all of this off.
 """
 from __future__ import annotations
@@ -102,10 +103,12 @@ def h5_notice_silenced():
         logger.removeFilter(notice_filter)
 
 
-def live_display_works(console) -> bool:
-    """Whether rich can draw a live display (a progress bar, a spinner) on `console`: not
-    in a Jupyter kernel without ipywidgets, where a live display only warns."""
-    return not console.is_jupyter or importlib.util.find_spec("ipywidgets") is not None
+def make_console(**options):
+    """A rich Console on stdout with `options`: colours and live progress in a terminal,
+    plain text (no escape codes, no live display) in a Jupyter kernel or a file."""
+    from rich.console import Console  # here: importing this module stays light
+
+    return Console(force_jupyter=False, **options)
 
 
 def _one_line_for_ctrl_c(kind, value, traceback):
