@@ -105,10 +105,14 @@ def h5_notice_silenced():
 
 def make_console(**options):
     """A rich Console on stdout with `options`: colours and live progress in a terminal,
-    plain text (no escape codes, no live display) in a Jupyter kernel or a file."""
+    plain text (no escape codes, no live display) in a Jupyter kernel or a file. (A
+    kernel sets FORCE_COLOR=1, which would make a plain console write escape codes.)"""
     from rich.console import Console  # here: importing this module stays light
 
-    return Console(force_jupyter=False, **options)
+    console = Console(**options)
+    if not console.is_jupyter:
+        return console
+    return Console(force_jupyter=False, force_terminal=False, color_system=None, **options)
 
 
 def _one_line_for_ctrl_c(kind, value, traceback):
