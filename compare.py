@@ -13,7 +13,6 @@ import argparse
 import importlib
 import sys
 
-from rich.console import Console
 
 from keras_impl.data import SPLITS, MnistError, add_data_dir_arg, load_split, run_cli
 from plumbing.args import output_file
@@ -89,7 +88,7 @@ def main(argv=None) -> int:
     from comparison.params import ComparisonError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    console = Console()
+    console = plumbing.quiet.make_console()
     try:
         if "mnist" in args.shared:  # missing or unusable data: said before any work
             for split in SPLITS:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from threadpoolctl import threadpool_info
@@ -21,6 +20,7 @@ from threadpoolctl import threadpool_info
 from keras_impl.data import make_dataset
 from plumbing.cpus import BlasThreads
 from plumbing.interrupts import stops_between_steps
+from plumbing.quiet import make_console
 from scratch import zoo
 from plumbing.files import write_json
 from scratch.model import build_model, save_npz
@@ -80,7 +80,7 @@ def run(args, settings: dict, augmentation=None) -> dict:
               "params": model.count_params(), "blas_threads": blas_threads(), "epochs": history}
     chosen = " (one per free CPU, re-decided every second)" if threads else ""
 
-    console = Console()
+    console = make_console()
     console.print(f"{args.model}: {model.count_params():,} parameters, {optimizer}, "
                   f"batch {args.batch_size}, {blas_threads()} BLAS thread(s){chosen}",
                   soft_wrap=True)

@@ -39,6 +39,9 @@ def fast_mode_environment(mnist_dir: str) -> dict[str, str]:
     env = dict(os.environ, TWINNET_FAST="1", MNIST_DIR=str(Path(mnist_dir).resolve()),
                MPLBACKEND="module://matplotlib_inline.backend_inline")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # ipykernel leaves file descriptors 1 and 2 alone under pytest; without this variable it
+    # sends them to the notebook, as Jupyter does, so TensorFlow's C++ lines would show there
+    env.pop("PYTEST_CURRENT_TEST", None)
     return env
 
 

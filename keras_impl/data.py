@@ -272,7 +272,6 @@ def class_counts(data_dir=None) -> dict[str, np.ndarray]:
 
 
 def print_info(data_dir=None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     counts = class_counts(data_dir)
@@ -283,7 +282,7 @@ def print_info(data_dir=None) -> None:
     for digit in range(10):
         table.add_row(str(digit), *(f"{c[digit]:,}" for c in counts.values()))
     table.add_row("total", *(f"{c.sum():,}" for c in counts.values()), style="bold")
-    console = Console()
+    console = plumbing.quiet.make_console()
     console.print(table)
     for path, digest in file_digests(data_dir).items():
         console.print(f"sha256 {digest}  {path}", soft_wrap=True)

@@ -26,13 +26,13 @@ import time
 from pathlib import Path
 
 import keras
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from keras_impl.checkpoints import Checkpoints, TrainError
 from keras_impl.multistep import STEPS_PER_CALL, MultistepEpochs
 from keras_impl.train import epoch_record, fit_custom, format_epoch, make_loss_fn, train_epoch
 from plumbing.interrupts import stop_signal_name, stops_between_steps
+from plumbing.quiet import make_console
 
 
 class Diverged(Exception):
@@ -53,7 +53,7 @@ def run_custom(model, train_ds, val_ds, *, epochs: int, optimizer, logdir,
     as the resumed command makes it (`skip_shuffles`). Trains until `epochs` epochs are
     complete in total, counting the checkpointed ones. loss_fn defaults to make_loss_fn().
     """
-    console = console or Console()
+    console = console or make_console()
     logdir = Path(logdir)
     ckpts = Checkpoints(model, optimizer, logdir / "checkpoints")
     records = start_or_resume(ckpts, resume, epochs)

@@ -331,7 +331,7 @@ def main(argv=None) -> int:
     if args.split and not args.shifted:
         parser.error("--split is only used with --shifted")
     args.split = args.split or "test"
-    console = Console()
+    console = plumbing.quiet.make_console()
     try:
         check_model_file(args.model_path)  # said before the data is read
         if args.shifted:

@@ -56,7 +56,6 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from rich.console import Console
 
 from keras_impl.augment import Augmentation
 from keras_impl.checkpoints import TrainError, failed_write
@@ -174,7 +173,7 @@ def save_final(model, logdir) -> dict:
 
 def train(args: argparse.Namespace, console=None) -> dict:
     """Run one training as the command line describes; returns the summary dict."""
-    console = console or Console()
+    console = console or plumbing.quiet.make_console()
     config = {key: getattr(args, key) for key in (
         "model", "loop", "optimizer", "lr", "momentum", "nesterov", "l2", "batch_size", "seed",
         "limit", "schedule", "warmup_epochs", "label_smoothing", "augment")}
@@ -258,7 +257,7 @@ def report(result: dict, console) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = plumbing.quiet.make_console()
     try:
         result = train(args, console)
     except (TrainError, ExportError) as err:

@@ -13,6 +13,9 @@ Importing this module (it imports nothing heavy) quiets what is noise on every r
     graders require .h5);
   - the traceback of a Ctrl-C that nothing handles (during start-up, say): one line
     "interrupted" instead, and the exit status of a Ctrl-C (130).
+`make_console()` is the rich Console twinnet prints with: in a Jupyter kernel plain text,
+not rich's Jupyter mode (HTML with a text copy full of ANSI colour codes, and live
+displays that only warn "install ipywidgets").
 Python warnings and every other message stay. TWINNET_VERBOSE=1 turns all of this off.
 """
 from __future__ import annotations
@@ -98,6 +101,18 @@ def h5_notice_silenced():
         yield
     finally:
         logger.removeFilter(notice_filter)
+
+
+def make_console(**options):
+    """A rich Console on stdout with `options`: colours and live progress in a terminal,
+    plain text (no escape codes, no live display) in a Jupyter kernel or a file. (A
+    kernel sets FORCE_COLOR=1, which would make a plain console write escape codes.)"""
+    from rich.console import Console  # here: importing this module stays light
+
+    console = Console(**options)
+    if not console.is_jupyter:
+        return console
+    return Console(force_jupyter=False, force_terminal=False, color_system=None, **options)
 
 
 def _one_line_for_ctrl_c(kind, value, traceback):

@@ -27,6 +27,7 @@ import pytest
 
 from coursesite import notebooks
 from helpers import needs_mnist
+from scratch.layer_classes import readable_function
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -34,11 +35,17 @@ NOTEBOOKS = ["01_data", "02_parameter_counting", "03_mlp_from_scratch", "04_cnn_
              "05_autodiff", "06_optimisers", "07_initialisation", "08_regularisation",
              "09_batchnorm", "10_keras_sequential_fit", "11_subclass_gradienttape_tensorboard",
              "12_side_by_side", "13_experiments", "14_write_your_own_layer", "15_explanations",
-             "16_data_parallel"]
+             "16_data_parallel", "appendix_tooling"]
 NOTHING_TO_SHRINK = {"02_parameter_counting"}  # trains nothing, so it has no fast mode
 FAST_SWITCH = 'os.environ.get("TWINNET_FAST") == "1"'
 PROMISE = re.compile(r"\bread (?:it|them)\b", re.IGNORECASE)
 CODE_SPAN = re.compile(r"`([^`]+)`")
+NOISE = {  # what no student should have to read in a notebook's output
+    "a TensorFlow C++ log line": re.compile(
+        r"[\w/.-]+\.(?:cc|h):\d+\] |All log messages before absl::InitializeLog"),
+    "rich's ipywidgets warning": re.compile(r"install \"?ipywidgets\"? for Jupyter support"),
+    "an ANSI escape code": re.compile(r"\x1b\["),
+}
 
 
 def read(name):
@@ -74,6 +81,19 @@ def broken_promises(spans: list[str], source: str) -> list[str]:
     return [span for span in spans if not re.search(pattern(span), source, re.DOTALL)]
 
 
+def noise(nb) -> list[str]:
+    """Where an executed notebook's text outputs (printed streams, the text/plain of results
+    and displays) hold one of NOISE: 'cell N: what' for each."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = (out.text if out.output_type == "stream"
+                    else out.get("data", {}).get("text/plain", ""))
+            found += [f"cell {index}: {what}" for what, pattern in NOISE.items()
+                      if pattern.search(text) and f"cell {index}: {what}" not in found]
+    return found
+
+
 def notebook_imports(nb, upto: int) -> dict:
     """A namespace holding what cells 0..upto import (their import statements only)."""
     namespace: dict = {}
@@ -103,7 +123,8 @@ def test_notebook_is_committed_clean_and_teaches(name):
     text = [cell for cell in nb.cells if cell.cell_type == "markdown"]
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
     assert nb.cells[0].cell_type == "markdown"
-    assert nb.cells[0].source.startswith(f"# {int(name[:2])} · ")  # the chapter's title
+    number = "Appendix" if name.startswith("appendix") else int(name[:2])
+    assert nb.cells[0].source.startswith(f"# {number} · ")  # the chapter's title
     assert len(text) >= 5  # explanation between the code, not a script in cells
     uses_switch = any(FAST_SWITCH in cell.source for cell in code)
     assert uses_switch == (name not in NOTHING_TO_SHRINK)
@@ -127,6 +148,52 @@ def test_printed_source_shows_what_the_markdown_promises(name, index):
     assert not broken_promises(spans, source), f"{name} cell {index} no longer shows these"
 
 
+def test_noise_finds_each_kind_in_a_crafted_output():
+    v4 = nbformat.v4
+    lines = {"a TensorFlow C++ log line": "E0000 00:00:1733 2913 cuda_executor.cc:1228] "
+                                          "failed call to cuInit: UNKNOWN ERROR (303)\n",
+             "rich's ipywidgets warning": "UserWarning: install \"ipywidgets\" for Jupyter "
+                                          "support\n",
+             "an ANSI escape code": "Model: \x1b[1m\"sequential\"\x1b[0m\n"}
+    clean = v4.new_output("stream", name="stdout", text="epoch 1: loss 0.31 (cuda.cc is a file)\n")
+    for what, line in lines.items():
+        cell = v4.new_code_cell("pass", outputs=[clean, *2 * [v4.new_output(
+            "stream", name="stderr", text=line)]])  # said once per cell
+        shown = v4.new_code_cell("pass", outputs=[v4.new_output(
+            "display_data", data={"text/plain": line, "image/png": ""})])
+        nb = v4.new_notebook(cells=[v4.new_markdown_cell("text"), cell, shown])
+        assert noise(nb) == [f"cell 1: {what}", f"cell 2: {what}"]
+    assert noise(v4.new_notebook(cells=[v4.new_code_cell("pass", outputs=[clean])])) == []
+
+
+def exercise_stubs(nb) -> list[tuple[str, str]]:
+    """(name, source) of every function in a code cell that is still an exercise stub: its
+    body raises NotImplementedError("TODO: write NAME")."""
+    found = []
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "NotImplementedError" not in cell.source:
+            continue
+        for node in ast.parse(cell.source).body:
+            if (isinstance(node, ast.FunctionDef) and isinstance(node.body[-1], ast.Raise)
+                    and f"TODO: write {node.name}" in ast.unparse(node.body[-1])):
+                found.append((node.name, ast.get_source_segment(cell.source, node)))
+    return found
+
+
+STUBS = [(name, function) for name in NOTEBOOKS for function, _ in exercise_stubs(read(name))
+         if readable_function(function) is not None]  # the layers' exercises
+
+
+@pytest.mark.parametrize("name, function", STUBS, ids=[f"{n}-{f}" for n, f in STUBS])
+def test_exercise_stub_cells_are_the_generated_exercise(name, function):
+    # the cell a student writes in keeps the reference's signature and docstring
+    from comparison.grading.exercise import stub
+
+    source = dict(exercise_stubs(read(name)))[function]
+    assert source + "\n" == stub(readable_function(function)), \
+        f"{name}: rewrite the cell of {function} from comparison.grading.exercise.stub"
+
+
 def test_promises_match_literally_with_dots_for_any_text():
     source = ("def train_step(x, y):\n"
               "    with tf.GradientTape() as tape:\n"
@@ -145,6 +212,7 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(name, tmp_path):
     assert not [out for out in outputs if out.output_type == "error"]
     assert any(out.output_type == "display_data" for out in outputs)  # it showed its figures
     assert sorted(TUTORIALS.rglob("*")) == before  # wrote nothing into the repository
+    assert not noise(nb), f"printed what a student should not read: {noise(nb)}"
     for index in source_cells(nb):  # what the kernel printed keeps the markdown's promise
         printed = "".join(out.text for out in nb.cells[index].outputs
                           if out.output_type == "stream")

@@ -102,13 +102,11 @@ def resolve_settings(args) -> dict:
 
 
 def main(argv=None, console=None) -> int:
-    from rich.console import Console
-
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     check_optimizer_args(parser, args)
-    console = console or Console()
+    console = console or plumbing.quiet.make_console()
     settings = resolve_settings(args)
     if not getattr(args, "from_json", None):  # missing or unusable data: said before any work
         for split in SPLITS:
