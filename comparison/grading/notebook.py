@@ -21,20 +21,13 @@ import ast
 import inspect
 import textwrap
 
-from rich.console import Console
-
 from comparison.grading.checks import layer_checks
 from comparison.grading.exercise import reference_functions
 from comparison.grading.report import print_report
 from comparison.grading.sandbox import Graded
+from plumbing.quiet import make_console
 
 WIDTH = 80
-
-
-def console() -> Console:
-    """A rich Console for notebook cells: plain text on stdout, 80 columns, no colour codes
-    (rich's Jupyter mode would write HTML plus a text copy full of ANSI escapes)."""
-    return Console(width=WIDTH, force_jupyter=False, force_terminal=False, color_system=None)
 
 
 def is_stub(function) -> bool:
@@ -60,7 +53,7 @@ def written_or_reference(function, reference, name: str | None = None):
         return function
     name = name or getattr(reference, "__name__", "the function")
     why = "not given" if function is None else "still the stub"
-    console().print(f"{name} is {why}: the reference is checked in its place",
+    make_console(width=WIDTH).print(f"{name} is {why}: the reference is checked in its place",
                     highlight=False)
     return reference
 
@@ -81,5 +74,5 @@ def check_layer(layer: str, /, *, network: bool = True, **functions) -> bool:
     label = "the reference" if all(impl[n] is references[n] for n in impl) else "your code"
     graded = Graded(file=label, layer=layer,
                     results=layer_checks(layer, impl, network=network))
-    print_report(graded, console())
+    print_report(graded, make_console(width=WIDTH))
     return graded.passed
