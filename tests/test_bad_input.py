@@ -1,5 +1,5 @@
 """Bad input on every command line: one error line naming the argument or the file, a
-non-zero exit (2 for usage errors), no traceback, and nothing written (issue 15).
+non-zero exit (2 for usage errors), no traceback, and nothing written.
 
 Each case runs the command line a user types, in a subprocess, on small generated files
 (IDX folders of a few images, files with the wrong contents, a PNG header claiming 200
