@@ -8,11 +8,10 @@
 """
 from __future__ import annotations
 
-import plumbing.quiet  # noqa: F401  first: quiets TensorFlow's start-up (see there)
+import plumbing.quiet  # first: quiets TensorFlow's start-up (see there); make_console
 import argparse
 import importlib
 import sys
-
 
 from keras_impl.data import SPLITS, MnistError, add_data_dir_arg, load_split, run_cli
 from plumbing.args import output_file
