@@ -35,6 +35,7 @@ def tiny_runs(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # four trainings (tiny_runs): a minute of CI's budget
 def test_run_table_and_rerun(tiny_runs, tiny_recipes, monkeypatch):
     tmp_path = tiny_runs
     rows = json.loads((tmp_path / "accuracy.json").read_text())["rows"]
@@ -60,6 +61,7 @@ def test_run_table_and_rerun(tiny_runs, tiny_recipes, monkeypatch):
     assert accuracy.main(["run", "numpy-tiny", "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
 
 
+@pytest.mark.slow  # four trainings (tiny_runs): a minute of CI's budget
 def test_numpy_model_is_measured_through_its_keras_twin(tiny_runs):
     """The twin's test accuracy equals the NumPy model's own forward pass."""
     from keras_impl.data import load_mnist

@@ -376,6 +376,7 @@ def test_bench_readme_rewrites_only_between_the_markers(tmp_path):
 
 
 @needs_mnist
+@pytest.mark.slow  # two fresh processes training the best model: half a minute
 def test_memory_probe_sees_the_arrays_of_a_bigger_batch():
     """The fresh process's peak grows with what its training holds: convnet's step at
     batch 1024 holds ~0.5 GB more than at 128 (activations, im2col rows, gradients)."""
