@@ -100,6 +100,8 @@ def main(args, console) -> dict:
     unchecked = sum(r["numeric_vs_numpy"] is None for r in rows)
     worst_numeric = max((r["numeric_vs_numpy"] for r in rows if r["numeric_vs_numpy"] is not None),
                         default=None)
+    worst_beyond = max((r["numeric_beyond_roundoff"] for r in rows
+                        if r["numeric_beyond_roundoff"] is not None), default=None)
     worst_tf = max(r["numpy_vs_tensorflow"] for r in rows)
     passed = all(r["passed"] for r in rows)
     within_allowance = sum(r["within_allowance"] for r in rows)
@@ -107,13 +109,14 @@ def main(args, console) -> dict:
         console.print(f"*: {within_allowance} entries above {NUMERIC_TOLERANCE:g} pass only by "
                       "their round-off allowance c eps / h (eps: the loss's measured round-off)")
     colour = "[green]" if all(r["numeric_passed"] for r in rows) else "[red]"
-    console.print(f"worst: numeric vs NumPy {colour}"
-                  f"{'nothing checked' if worst_numeric is None else f'{worst_numeric:.1e}'}[/] "
-                  f"(<= {NUMERIC_TOLERANCE:g} plus round-off; {unchecked} arrays with no "
-                  f"entry checked), "
+    numeric = ("nothing checked" if worst_numeric is None else
+               f"{worst_numeric:.1e}, {worst_beyond:.1e} beyond round-off")
+    console.print(f"worst: numeric vs NumPy {colour}{numeric}[/] (<= {NUMERIC_TOLERANCE:g}; "
+                  f"{unchecked} arrays with no entry checked), "
                   f"NumPy vs TensorFlow {mark(worst_tf, twin.GRAD_TOLERANCE['float64'])} "
                   f"(<= {twin.GRAD_TOLERANCE['float64']:g}): "
                   + ("[green]pass[/]" if passed else "[red]FAIL[/]"))
     return {"rows": rows, "worst_numeric_vs_numpy": worst_numeric,
+            "worst_numeric_beyond_roundoff": worst_beyond,
             "entries_within_allowance": within_allowance,
             "worst_numpy_vs_tensorflow": worst_tf, "passed": passed}
