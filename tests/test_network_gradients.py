@@ -4,7 +4,8 @@ gradient and a check of nothing.
 
 Thresholds: float64, ENTRIES random entries of every parameter array on BATCH random
 images; the largest relative error of every array must stay below
-gradcheck.NETWORK_TOLERANCE = 1e-7 (a wrong gradient lands at 1e-3 and above), every array
+gradcheck.NETWORK_TOLERANCE = 1e-7 (a wrong gradient lands at 1e-3 and above; the check's
+round-off allowance, c eps / h per entry, is tested on its own below), every array
 must have an entry checked, and at least MIN_CHECKED_SHARE of all the sampled entries must
 be away from ReLU and max-pool kinks. (Per array the share varies: one entry of a first
 conv layer's bias moves every ReLU downstream of its channel, in lenet over 1,500 of
