@@ -87,7 +87,9 @@ def main(args, console) -> dict:
     table = Table(title="Gradient checks, float64, relative error |a-b|/max(|a|,|b|)")
     for column in ("model", "layer", "param", "checked", "numeric vs NumPy",
                    "NumPy vs TensorFlow"):
-        table.add_column(column, justify="right" if column == "checked" else "left")
+        # fold: a residual block's "shortcut_conv/kernel" breaks onto a second line, uncut
+        table.add_column(column, justify="right" if column == "checked" else "left",
+                         overflow="fold")
     rows = []
     for name in names:
         for row in model_rows(name, args.seed, min(args.batch_size, MAX_BATCH)):
