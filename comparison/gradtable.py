@@ -50,7 +50,7 @@ def model_rows(name: str, seed: int, batch: int) -> list[dict]:
                      "numeric_vs_numpy": check.error if check.checked else None,
                      "numeric_beyond_roundoff": (check.beyond_roundoff if check.checked
                                                  else None),
-                     "within_allowance": check.within_allowance,
+                     "within_allowance": [entry._asdict() for entry in check.allowed],
                      "loss_roundoff": check.roundoff,
                      "numeric_passed": check.passed(NUMERIC_TOLERANCE),
                      "numpy_vs_tensorflow": tf_error,
@@ -106,10 +106,10 @@ def main(args, console) -> dict:
                         if r["numeric_beyond_roundoff"] is not None), default=None)
     worst_tf = max(r["numpy_vs_tensorflow"] for r in rows)
     passed = all(r["passed"] for r in rows)
-    within_allowance = sum(r["within_allowance"] for r in rows)
-    if within_allowance:
-        console.print(f"*: {within_allowance} entries above {NUMERIC_TOLERANCE:g} pass only by "
-                      "their round-off allowance c eps / h (eps: the loss's measured round-off)")
+    allowed = [(f"{r['layer']} {r['param']}", gradcheck.AllowedEntry(**entry))
+               for r in rows for entry in r["within_allowance"]]
+    if allowed:
+        console.print(gradcheck.allowance_note(allowed, NUMERIC_TOLERANCE))
     colour = "[green]" if all(r["numeric_passed"] for r in rows) else "[red]"
     numeric = ("nothing checked" if worst_numeric is None else
                f"{worst_numeric:.1e}, {worst_beyond:.1e} beyond round-off")
@@ -120,5 +120,5 @@ def main(args, console) -> dict:
                   + ("[green]pass[/]" if passed else "[red]FAIL[/]"))
     return {"rows": rows, "worst_numeric_vs_numpy": worst_numeric,
             "worst_numeric_beyond_roundoff": worst_beyond,
-            "entries_within_allowance": within_allowance,
+            "entries_within_allowance": len(allowed),
             "worst_numpy_vs_tensorflow": worst_tf, "passed": passed}

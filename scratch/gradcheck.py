@@ -135,6 +135,14 @@ def loss_roundoff(f, x, index, spacing=NOISE_SPACING, points=NOISE_POINTS) -> fl
     return NOISE_SIGMAS * float(np.sqrt(np.sum(departures ** 2) / (points - 3)))
 
 
+class AllowedEntry(NamedTuple):
+    """An entry above the tolerance that passes only by its round-off allowance."""
+
+    index: int  # flat index into the parameter array
+    error: float  # |a - b| / max(|a|, |b|)
+    allowance: float  # c eps / h, relative like the error
+
+
 class ArrayCheck(NamedTuple):
     """The whole-network check of one parameter array."""
 
@@ -144,13 +152,26 @@ class ArrayCheck(NamedTuple):
     checked: int  # of them compared (the others crossed a kink at every step tried)
     error: float  # max relative error |a-b| / max(|a|, |b|) over them; nan when none
     beyond_roundoff: float  # max of `beyond_roundoff` over them; nan when none
-    within_allowance: int  # entries above the tolerance that pass by the round-off allowance
+    allowed: tuple  # AllowedEntry of each entry that passes only by its round-off allowance
     roundoff: float  # eps, the measured bound on one loss evaluation's round-off
+
+    @property
+    def within_allowance(self) -> int:
+        return len(self.allowed)
 
     def passed(self, tolerance: float = NETWORK_TOLERANCE) -> bool:
         """Every checked entry within tolerance * max(|a|, |b|) plus its round-off allowance.
         A check of no entries fails, whatever the tolerance."""
         return self.checked > 0 and self.beyond_roundoff <= tolerance
+
+
+def allowance_note(named_entries, tolerance=NETWORK_TOLERANCE) -> str:
+    """The footnote of a table whose errors are marked *: named_entries, pairs of an array's
+    name and one of its AllowedEntry, each as "name[index]: error (allowance ...)"."""
+    entries = "; ".join(f"{name}[{entry.index}]: {entry.error:.1e} (allowance "
+                        f"{entry.allowance:.1e})" for name, entry in named_entries)
+    return (f"*: entries above {tolerance:g} that pass only by their round-off allowance "
+            f"c eps / h (eps: the loss's measured round-off), relative errors: {entries}")
 
 
 def has_kinks(model) -> bool:
@@ -195,7 +216,7 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0,
       eps once per array; a central difference divides it by h, so each entry
       passes when |a - b| <= tolerance * max(|a|, |b|) + c eps / h, c =
       RICHARDSON_ROUNDOFF with Richardson, else CENTRAL_ROUNDOFF. Entries that
-      pass only by this allowance are counted (`ArrayCheck.within_allowance`).
+      pass only by this allowance are reported (`ArrayCheck.allowed`).
     - step size: a step of an early weight moves every unit downstream (a
       ResNet's stem: some 10^5 ReLUs on two images), so a large step crosses
       kinks, while a small one has a large round-off allowance. Each entry gets
@@ -280,14 +301,17 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0,
                 used_step[todo[smooth]] = step
         smooth = ~np.isnan(used_step)
         checked = int(smooth.sum())
-        errors = relative_errors(analytic[smooth], numeric[smooth], tiny)
-        unexplained = beyond_roundoff(analytic[smooth], numeric[smooth],
-                                      weight * epsilon / used_step[smooth], tiny)
+        a, b, allowance = analytic[smooth], numeric[smooth], weight * epsilon / used_step[smooth]
+        errors = relative_errors(a, b, tiny)
+        unexplained = beyond_roundoff(a, b, allowance, tiny)
+        shares = allowance / np.maximum(np.maximum(np.abs(a), np.abs(b)), tiny)
+        allowed = tuple(AllowedEntry(int(chosen[smooth][k]), float(errors[k]), float(shares[k]))
+                        for k in np.flatnonzero((errors > tolerance) & (unexplained <= tolerance)))
         rows.append(ArrayCheck(
             model.layers[i].name, key, len(chosen), checked,
             float(errors.max()) if checked else math.nan,
             float(unexplained.max()) if checked else math.nan,
-            int(np.sum((errors > tolerance) & (unexplained <= tolerance))), epsilon))
+            allowed, epsilon))
     for (_, _, value), saved in zip(model.weights(), saved_weights):
         value[...] = saved
     return rows
@@ -311,7 +335,7 @@ def main(argv=None) -> int:
                         "a normalisation 1e-4 down to 1e-7 and Richardson extrapolation)")
     for column in ("model", "layer", "param", "checked", "at a kink", "max rel. error"):
         table.add_column(column)
-    failed = within_allowance = 0
+    failed, allowed = 0, []
     for name in args.names or zoo.model_names():
         model = build_model(name, l2=args.l2, seed=args.seed).astype(np.float64)
         x = rng.random((args.batch, *zoo.INPUT_SHAPE))
@@ -323,12 +347,11 @@ def main(argv=None) -> int:
             table.add_row(name, row.layer, row.param, str(row.checked),
                           str(row.sampled - row.checked), f"[{colour}]{error}{mark}[/]")
             failed += not row.passed()
-            within_allowance += row.within_allowance
+            allowed += [(f"{row.layer} {row.param}", entry) for entry in row.allowed]
     console = Console()
     console.print(table)
-    if within_allowance:
-        console.print(f"*: {within_allowance} entries above {NETWORK_TOLERANCE:g} pass by their "
-                      "round-off allowance c eps / h (eps: the loss's measured round-off)")
+    if allowed:
+        console.print(allowance_note(allowed))
     if failed:
         console.print(f"[red]FAIL[/]: {failed} arrays with no entry checked or an error "
                       f"above {NETWORK_TOLERANCE:g} beyond round-off")

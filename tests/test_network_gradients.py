@@ -198,3 +198,13 @@ def test_command_line_fails_a_check_of_nothing(monkeypatch, capsys):
     assert gradcheck.main(["tiny", "--entries", "3"]) == 1
     out = capsys.readouterr().out
     assert "nothing checked" in out and "FAIL: 1 arrays" in out
+
+
+def test_command_line_names_each_entry_passing_by_its_allowance(monkeypatch, capsys):
+    entry = gradcheck.AllowedEntry(index=3, error=1.6e-7, allowance=6.0e-7)
+    monkeypatch.setattr(gradcheck, "model_gradient_errors",
+                        with_first_array(gradcheck.model_gradient_errors, allowed=(entry,)))
+    assert gradcheck.main(["tiny", "--entries", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "*" in out  # the marked error
+    assert "conv2d_0 kernel[3]: 1.6e-07 (allowance 6.0e-07)" in " ".join(out.split())

@@ -124,12 +124,13 @@ def array_row(name: str, arrays) -> CheckResult:
             "" if worst.checked else ": no entry checked (every step crossed a kink, or "
                                      "the loss was NaN or inf: see the layer's own rows)")
     checked, sampled = sum(a.checked for a in arrays), sum(a.sampled for a in arrays)
-    within = sum(a.within_allowance for a in arrays)
+    within = ", ".join(f"{a.layer} {a.param}[{entry.index}]" for a in arrays
+                       for entry in a.allowed)
     largest = max((a.error for a in arrays if a.checked), default=np.nan)
     detail = (f"{len(arrays)} arrays, {checked} of {sampled} sampled entries checked; error "
               f"beyond round-off (largest error {largest:.1e}"
-              + (f", {within} entries above {NETWORK_TOLERANCE:g} pass only by their round-off "
-                 "allowance)" if within else ")"))
+              + (f"; above {NETWORK_TOLERANCE:g}, passing only by their round-off allowance: "
+                 f"{within})" if within else ")"))
     error = None if np.isnan(worst.beyond_roundoff) else worst.beyond_roundoff
     return CheckResult(name, passed, error, NETWORK_TOLERANCE, where=where, detail=detail)
 
