@@ -157,6 +157,7 @@ class ArrayCheck(NamedTuple):
 
     @property
     def within_allowance(self) -> int:
+        """How many entries pass only by their round-off allowance."""
         return len(self.allowed)
 
     def passed(self, tolerance: float = NETWORK_TOLERANCE) -> bool:
