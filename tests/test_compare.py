@@ -211,7 +211,8 @@ def test_gradcheck_command_checks_every_array_and_passes(tmp_path):
 
 
 @pytest.mark.parametrize("fields, recorded", [({"checked": 0, "error": math.nan}, None),
-                                              ({"error": 1e-3}, 1e-3)])
+                                              ({"error": 1e-3, "beyond_roundoff": 1e-3},
+                                               1e-3)])
 def test_gradcheck_command_fails_a_check_of_nothing_or_a_large_error(fields, recorded, tmp_path,
                                                                      monkeypatch, capsys):
     monkeypatch.setattr(gradcheck, "model_gradient_errors",

@@ -101,14 +101,7 @@ def test_exercise_command_writes_lists_and_keeps_an_existing_file(tmp_path, caps
 # --- the reference passes, the unfilled exercise fails -----------------------------------
 
 
-# residual: its network, resnet, fails the whole-network central differences on one entry
-# of the grader's images (residual_3's bn_b/gamma, 1.6e-7): a small gradient whose steps
-# cross kinks down to h = 1e-5, where the loss's round-off, ~1e-15 / h, is that much of it
-# (docs/layers.md). Its layer checks: tests/test_curriculum_layers.py.
-WITHOUT_NETWORK_CHECK = {"residual"}
-
-
-@pytest.mark.parametrize("layer", [name for name in LAYERS if name not in WITHOUT_NETWORK_CHECK])
+@pytest.mark.parametrize("layer", LAYERS)
 def test_reference_functions_pass_every_check(layer):
     results = checks.layer_checks(layer, exercise.reference_functions(layer))
     assert not failing(results), failing(results)

@@ -10,7 +10,8 @@ that every piece of the loss takes part:
     forward     every layer's output and the loss, NumPy vs Keras, float64 (`localize`)
     numeric     NumPy's backward pass vs central differences of NumPy's own loss, float64:
                 sampled entries of every parameter array (`scratch.gradcheck`, dropout on
-                with a fixed mask) and dL/dlogits of the loss alone
+                with a fixed mask; the error beyond round-off) and dL/dlogits of the loss
+                alone
     TF          dL/dlogits, every layer's input gradient and parameter gradients, NumPy vs
                 GradientTape, float64 (`localize`, dropout off)
     lockstep    a few Adam steps side by side, each from the same state: the optimizer's
@@ -83,7 +84,8 @@ def numeric_check(name: str, x, y, sizes: Sizes) -> CheckResult:
     _, dlogits = losses.softmax_cross_entropy(logits, y, LABEL_SMOOTHING)
     numeric = gradcheck.numeric_gradient(
         lambda: losses.softmax_cross_entropy(logits, y, LABEL_SMOOTHING)[0], logits)
-    errors = {f"{row.layer} {row.param}": row.error for row in rows}
+    # the network's arrays: the error beyond each entry's round-off allowance
+    errors = {f"{row.layer} {row.param}": row.beyond_roundoff for row in rows}
     # entries below 1e-2 of the largest against that, as model_gradient_errors measures
     errors["dL/dlogits"] = gradcheck.grad_rel_error(dlogits, numeric,
                                                     1e-2 * np.abs(numeric).max())
