@@ -14,6 +14,8 @@ twin.GRAD_TOLERANCE; `python compare.py gradcheck` exits 1 when any row fails.
 from __future__ import annotations
 
 import numpy as np
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
 
 from comparison import twin
@@ -31,7 +33,9 @@ MAX_BATCH = 2
 NUMERIC_TOLERANCE = gradcheck.NETWORK_TOLERANCE
 
 
-def model_rows(name: str, seed: int, batch: int) -> list[dict]:
+def model_rows(name: str, seed: int, batch: int, progress=None) -> list[dict]:
+    """One row per parameter array of zoo model `name`; progress: a rich Progress that
+    shows the arrays checked."""
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *zoo.INPUT_SHAPE))
     if not zoo.has_conv(name):
@@ -39,7 +43,11 @@ def model_rows(name: str, seed: int, batch: int) -> list[dict]:
     y = rng.integers(0, zoo.NUM_CLASSES, batch)
     pair = twin.twin_pair(name, "float64", seed, l2=L2)
     tf_errors = twin.gradient_agreement(pair, x, y).errors
-    numeric = gradcheck.model_gradient_errors(pair.numpy_model, x, y, ENTRIES, seed=seed)
+    task = progress and progress.add_task(
+        name, total=len(list(pair.numpy_model.parameters())))
+    numeric = gradcheck.model_gradient_errors(
+        pair.numpy_model, x, y, ENTRIES, seed=seed,
+        on_array=progress and (lambda check: progress.advance(task)))
     zeros = pair.numpy_model.biases_before_batchnorm()
     rows = []
     for (i, key, _), check in zip(pair.numpy_model.parameters(), numeric):
@@ -82,22 +90,38 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=seed_number, default=0)
 
 
-def main(args, console) -> dict:
-    names = args.model or zoo.model_names()
-    table = Table(title="Gradient checks, float64, relative error |a-b|/max(|a|,|b|)")
-    for column in ("model", "layer", "param", "checked", "numeric vs NumPy",
-                   "NumPy vs TensorFlow"):
-        # fold: a residual block's "shortcut_conv/kernel" breaks onto a second line, uncut
-        table.add_column(column, justify="right" if column == "checked" else "left",
-                         overflow="fold")
-    rows = []
-    for name in names:
-        for row in model_rows(name, args.seed, min(args.batch_size, MAX_BATCH)):
-            rows.append(row)
+def gradient_table(rows: list[dict], models: list[str]) -> Table:
+    """The rows as one table, a section per model (its name as the section's first row
+    when there are several). A parameter's name never breaks inside a word (a residual
+    block's "shortcut_conv/kernel"); the error columns fold their headers instead."""
+    title = "Gradient checks, float64, relative error |a-b|/max(|a|,|b|)"
+    table = Table(title=title if len(models) > 1 else f"{models[0]}: {title}")
+    table.add_column("layer", overflow="fold")
+    table.add_column("param", min_width=max(len(row["param"]) for row in rows), overflow="fold")
+    table.add_column("checked", justify="right")
+    table.add_column("numeric vs NumPy", max_width=10)
+    table.add_column("NumPy vs TensorFlow", max_width=10)
+    for model in models:
+        if len(models) > 1:
+            table.add_row(f"[bold]{model}[/]")
+        for row in (row for row in rows if row["model"] == model):
             param = row["param"] + (" (0: feeds BatchNorm)" if row["zero_gradient"] else "")
-            table.add_row(name, row["layer"], param, f"{row['entries']}/{row['sampled']}",
+            table.add_row(row["layer"], param, f"{row['entries']}/{row['sampled']}",
                           numeric_mark(row),
                           mark(row["numpy_vs_tensorflow"], twin.GRAD_TOLERANCE["float64"]))
+        table.add_section()
+    return table
+
+
+def main(args, console) -> dict:
+    names = args.model or zoo.model_names()
+    with Progress(TextColumn("central differences, {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("arrays"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        rows = [row for name in names
+                for row in model_rows(name, args.seed, min(args.batch_size, MAX_BATCH),
+                                      progress)]
+    table = gradient_table(rows, names)
     console.print(table)
     unchecked = sum(r["numeric_vs_numpy"] is None for r in rows)
     worst_numeric = max((r["numeric_vs_numpy"] for r in rows if r["numeric_vs_numpy"] is not None),

@@ -191,11 +191,12 @@ def is_curved(model) -> bool:
 
 
 def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0,
-                          tolerance=NETWORK_TOLERANCE):
+                          tolerance=NETWORK_TOLERANCE, on_array=None):
     """Check model.loss_and_grads (training mode, L2 included) by finite differences.
 
     model should be float64 (`model.astype(np.float64)`); x, y: a small batch.
     entries: how many randomly chosen entries per parameter array (default all).
+    on_array: called with each ArrayCheck as it is made (a progress display).
 
     Four things make a whole network harder to check than one layer:
     - kinks: ReLU and max pooling make the logits z piecewise linear in every
@@ -313,6 +314,8 @@ def model_gradient_errors(model, x, y, entries=None, h=None, floor=1e-2, seed=0,
             float(errors.max()) if checked else math.nan,
             float(unexplained.max()) if checked else math.nan,
             allowed, epsilon))
+        if on_array:
+            on_array(rows[-1])
     for (_, _, value), saved in zip(model.weights(), saved_weights):
         value[...] = saved
     return rows
