@@ -39,3 +39,14 @@ def one_blas_thread():
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@pytest.fixture(scope="session")
+def quick_lab_models(request, tmp_path_factory):
+    """The lab's quick twins, as `python compare.py lab` starts them (lab_support), loaded
+    or trained once for the API and the browser tests."""
+    if not os.environ.get("MNIST_DIR"):
+        pytest.skip("MNIST_DIR is not set (the quick model trains on MNIST)")
+    from lab_support import quick_models
+
+    return quick_models(request.config, tmp_path_factory)
