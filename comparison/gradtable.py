@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 from rich.table import Table
 
-from comparison import twin
 from plumbing.args import batch_size, seed_number
 from scratch import gradcheck, zoo
 
@@ -31,6 +30,8 @@ NUMERIC_TOLERANCE = gradcheck.NETWORK_TOLERANCE
 
 
 def model_rows(name: str, seed: int, batch: int) -> list[dict]:
+    from comparison import twin  # TensorFlow: only once the arguments are checked
+
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *zoo.INPUT_SHAPE))
     if not zoo.has_conv(name):
@@ -67,6 +68,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args, console) -> dict:
+    from comparison import twin
+
     names = args.model or zoo.model_names()
     table = Table(title="Gradient checks, float64, relative error |a-b|/max(|a|,|b|)")
     for column in ("model", "layer", "param", "entries", "numeric vs NumPy",
