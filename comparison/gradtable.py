@@ -18,7 +18,6 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn)
 from rich.table import Table
 
-from comparison import twin
 from plumbing.args import batch_size, seed_number
 from scratch import gradcheck, zoo
 
@@ -36,6 +35,8 @@ NUMERIC_TOLERANCE = gradcheck.NETWORK_TOLERANCE
 def model_rows(name: str, seed: int, batch: int, progress=None) -> list[dict]:
     """One row per parameter array of zoo model `name`; progress: a rich Progress that
     shows the arrays checked."""
+    from comparison import twin  # TensorFlow: only once the arguments are checked
+
     rng = np.random.default_rng(seed)
     x = rng.random((batch, *zoo.INPUT_SHAPE))
     if not zoo.has_conv(name):
@@ -90,7 +91,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=seed_number, default=0)
 
 
-def gradient_table(rows: list[dict], models: list[str]) -> Table:
+def gradient_table(rows: list[dict], models: list[str], tf_tolerance: float) -> Table:
     """The rows as one table, a section per model (its name as the section's first row
     when there are several). A parameter's name never breaks inside a word (a residual
     block's "shortcut_conv/kernel"); the error columns fold their headers instead."""
@@ -108,12 +109,14 @@ def gradient_table(rows: list[dict], models: list[str]) -> Table:
             param = row["param"] + (" (0: feeds BatchNorm)" if row["zero_gradient"] else "")
             table.add_row(row["layer"], param, f"{row['entries']}/{row['sampled']}",
                           numeric_mark(row),
-                          mark(row["numpy_vs_tensorflow"], twin.GRAD_TOLERANCE["float64"]))
+                          mark(row["numpy_vs_tensorflow"], tf_tolerance))
         table.add_section()
     return table
 
 
 def main(args, console) -> dict:
+    from comparison import twin  # TensorFlow: only once the arguments are checked
+
     names = args.model or zoo.model_names()
     with Progress(TextColumn("central differences, {task.description}"), BarColumn(),
                   MofNCompleteColumn(), TextColumn("arrays"), TimeElapsedColumn(),
@@ -121,7 +124,7 @@ def main(args, console) -> dict:
         rows = [row for name in names
                 for row in model_rows(name, args.seed, min(args.batch_size, MAX_BATCH),
                                       progress)]
-    table = gradient_table(rows, names)
+    table = gradient_table(rows, names, twin.GRAD_TOLERANCE["float64"])
     console.print(table)
     unchecked = sum(r["numeric_vs_numpy"] is None for r in rows)
     worst_numeric = max((r["numeric_vs_numpy"] for r in rows if r["numeric_vs_numpy"] is not None),

@@ -250,11 +250,11 @@ def test_train_step_loss_is_cross_entropy_plus_l2_and_metrics_accumulate():
     assert metrics.result()["accuracy"] == pytest.approx(float((logits.argmax(1) == y).mean()))
 
 
-def test_custom_loop_event_files(tmp_path):
-    model, result = run_custom(tmp_path, epochs=2)
+def test_custom_loop_event_files(uninterrupted):
+    logdir, model, result = uninterrupted("custom", 2)
     assert result["status"] == "completed" and [e["epoch"] for e in result["epochs"]] == [1, 2]
     assert result["epochs"][-1]["accuracy"] > result["epochs"][0]["accuracy"]
-    tr, val = accumulator(tmp_path / "train"), accumulator(tmp_path / "validation")
+    tr, val = accumulator(logdir / "train"), accumulator(logdir / "validation")
 
     assert plugin_tags(tr, "scalars") == {"batch_loss", "epoch_loss", "epoch_accuracy",
                                           "epoch_learning_rate"}
@@ -275,7 +275,7 @@ def test_custom_loop_event_files(tmp_path):
         assert len(pngs) == MISCLASSIFIED_SHOWN
         assert tf.io.decode_png(pngs[0]).shape == (int(height), int(width), 3)
 
-    assert graph_events(tmp_path / "train") == 1
+    assert graph_events(logdir / "train") == 1
     ops = {node.op for node in tr.Graph().node}
     assert {"MatMul", "BiasAdd", "Relu"} <= ops
     # forward only: no optimizer updates, no data pipeline
@@ -326,41 +326,59 @@ def test_interrupt_then_resume_keeps_the_event_files_continuous(tmp_path, monkey
 RUNS = {"custom": run_custom, "fit": run_fit}
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """uninterrupted(loop, epochs, name) -> (logdir, model, result) of that run done at
+    once, trained on first use and shared: the state each stopped and resumed run ends in
+    (every run seeds itself, so one made earlier in the process is the same run)."""
+    done = {}
+
+    def run(loop, epochs, name="fc16"):
+        if (loop, epochs, name) not in done:
+            logdir = tmp_path_factory.mktemp(f"whole-{loop}-{epochs}-{name}")
+            done[loop, epochs, name] = (logdir, *RUNS[loop](logdir, epochs=epochs, name=name))
+        return done[loop, epochs, name]
+
+    return run
+
+
 @pytest.mark.parametrize("loop, name", [("custom", "fc16"), ("fit", "fc16"),
                                         ("custom", "best"), ("fit", "best")])
-def test_resume_after_a_clean_stop_equals_an_uninterrupted_run(tmp_path, loop, name):
+def test_resume_after_a_clean_stop_equals_an_uninterrupted_run(tmp_path, uninterrupted, loop,
+                                                              name):
     """N epochs at once, and one epoch per call with resume: the same batches in the same
     order, steps, weights, optimizer state and records, to the last bit. ("best" adds
     BatchNorm's moving statistics and dropout's seed state to what must carry over.)"""
-    run, epochs = RUNS[loop], 3 if name == "fc16" else 2
-    _, whole = run(tmp_path / "whole", epochs=epochs, name=name)
+    epochs = 3 if name == "fc16" else 2
+    whole_logdir, _, whole = uninterrupted(loop, epochs, name)
     for epoch in range(1, epochs + 1):
-        _, part = run(tmp_path / "parts", epochs=epoch, resume=epoch > 1, name=name)
+        _, part = RUNS[loop](tmp_path, epochs=epoch, resume=epoch > 1, name=name)
         assert part["status"] == "completed" and part["resumed_from"] == epoch - 1
     assert part["step"] == whole["step"] == epochs * STEPS
     assert [e["epoch"] for e in part["epochs"]] == list(range(1, epochs + 1))
-    assert_same_state(tmp_path / "parts", tmp_path / "whole")
+    assert_same_state(tmp_path, whole_logdir)
 
 
-def test_the_control_resuming_in_the_first_epochs_order_would_differ(tmp_path, monkeypatch):
+def test_the_control_resuming_in_the_first_epochs_order_would_differ(tmp_path, monkeypatch,
+                                                                     uninterrupted):
     """Without skipping the shuffles of the epochs done, the test above fails."""
-    run_custom(tmp_path / "whole", epochs=2)
+    whole_logdir, _, _ = uninterrupted("custom", 2)
     monkeypatch.setattr(runner, "skip_shuffles", lambda dataset, iterators: None)
-    run_custom(tmp_path / "parts", epochs=1)
-    run_custom(tmp_path / "parts", epochs=2, resume=True)
+    run_custom(tmp_path, epochs=1)
+    run_custom(tmp_path, epochs=2, resume=True)
     with pytest.raises(AssertionError):
-        assert_same_state(tmp_path / "parts", tmp_path / "whole")
+        assert_same_state(tmp_path, whole_logdir)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("loop", RUNS)
 @pytest.mark.parametrize("stopped_epoch", [1, 2])
-def test_an_interrupted_epoch_is_run_again_from_its_start(tmp_path, monkeypatch, loop, signum,
-                                                          stopped_epoch):
+def test_an_interrupted_epoch_is_run_again_from_its_start(tmp_path, monkeypatch, uninterrupted,
+                                                          loop, signum, stopped_epoch):
     """Ctrl-C or SIGTERM in the middle of an epoch: the run stops with the model as the
     last checkpoint left it (the run's start, in epoch 1), and resume ends exactly where
     an uninterrupted run ends."""
-    _, whole = RUNS[loop](tmp_path / "whole", epochs=3)
+    whole_logdir, _, whole = uninterrupted(loop, 3)
     if loop == "custom":  # 2 steps per call: call 4k + 2 is in the middle of epoch k + 1
         ctrl_c_after_call(monkeypatch, 4 * (stopped_epoch - 1) + 2, signum)
         _, stopped = run_custom(tmp_path / "parts", epochs=3, steps_per_call=2)
@@ -377,7 +395,7 @@ def test_an_interrupted_epoch_is_run_again_from_its_start(tmp_path, monkeypatch,
     _, resumed = RUNS[loop](tmp_path / "parts", epochs=3, resume=True)
     assert resumed["status"] == "completed" and resumed["resumed_from"] == done
     assert resumed["step"] == whole["step"]
-    assert_same_state(tmp_path / "parts", tmp_path / "whole")
+    assert_same_state(tmp_path / "parts", whole_logdir)
 
 
 def test_a_signal_during_a_checkpoint_write_acts_after_it():
@@ -425,11 +443,11 @@ def test_a_signal_during_training_steps_is_raised_only_where_the_loop_checks():
     assert {signum: signal.getsignal(signum) for signum in before} == before
 
 
-def test_resume_restores_weights_and_optimizer_state(tmp_path):
-    model, _ = run_custom(tmp_path, epochs=2)
+def test_resume_restores_weights_and_optimizer_state(uninterrupted):
+    logdir, model, _ = uninterrupted("custom", 2)
     restored = build_twinnet("fc16")
     optimizer = make_optimizer("adam")
-    ckpts = Checkpoints(restored, optimizer, tmp_path / "checkpoints")
+    ckpts = Checkpoints(restored, optimizer, logdir / "checkpoints")
     assert [record["epoch"] for record in ckpts.restore()] == [1, 2]
     assert ckpts.step == 2 * STEPS
     for a, b in zip(model.weights, restored.weights):

@@ -27,7 +27,7 @@ from keras_impl.digits import preprocess_file
 from comparison.lab import predict as lab_predict, twins as lab_twins
 from comparison.lab.server import MAX_BODY, create_app
 from keras_impl.zoo_model import build_twinnet
-from lab_support import data_url, drawn, png_bytes, quick_models
+from lab_support import data_url, drawn, png_bytes
 from scratch.model import build_model, save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,15 +49,8 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def trained_models(request, tmp_path_factory):
-    if not os.environ.get("MNIST_DIR"):
-        pytest.skip("MNIST_DIR is not set (the quick model trains on MNIST)")
-    return quick_models(request.config, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def trained_client(trained_models):
-    return create_app(trained_models).test_client()
+def trained_client(quick_lab_models):
+    return create_app(quick_lab_models).test_client()
 
 
 def answer(client, body):
@@ -88,7 +81,7 @@ def test_a_drawn_digit_is_recognised_by_both_twins(trained_client, digit, form, 
 
 
 @pytest.fixture(scope="module")
-def trained_client_float64(trained_models):
+def trained_client_float64(quick_lab_models):
     """The quick twins' weights in float64 on both sides, served by the app.
 
     Gradient maps are where float32 twins part: a ReLU whose pre-activation lies within
@@ -98,7 +91,7 @@ def trained_client_float64(trained_models):
     In float64 the two sides' pre-activations differ by about 1e-16 of their size, so no
     unit of a drawn digit sits that close to its switch and the maps agree to rounding.
     """
-    trained = trained_models.twins
+    trained = quick_lab_models.twins
     numpy_model = trained.numpy_model.astype(np.float64)
     with twin.keras_floatx("float64"):
         keras_model = build_twinnet(trained.arch)

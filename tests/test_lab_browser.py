@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from helpers import needs_mnist
-from lab_support import STROKES, quick_models
+from lab_support import STROKES
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -34,13 +34,13 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def lab_url(request, tmp_path_factory):
+def lab_url(quick_lab_models):
     from werkzeug.serving import make_server
 
     from comparison.lab.server import QuietRequests, create_app
 
-    server = make_server("127.0.0.1", 0, create_app(quick_models(request.config, tmp_path_factory)),
-                         threaded=True, request_handler=QuietRequests)
+    server = make_server("127.0.0.1", 0, create_app(quick_lab_models), threaded=True,
+                         request_handler=QuietRequests)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.port}/"
