@@ -73,6 +73,7 @@ LONGEST_FIRST = [
     "tests/test_parallel.py::test_two_replicas_of_an_mlp_agree_with_one_device_and_with_keras",
     NOTEBOOK_RUN + "16_data_parallel]",
     "tests/test_terminal.py::test_a_training_run_prints_nothing_on_stderr",
+    "tests/test_exercises.py::test_reference_functions_pass_every_check[residual]",
     RESUME + "custom-best]",
     "tests/test_curriculum_layers.py::test_residual_central_differences_in_training_check_entries",
     "tests/test_parallel.py::test_batchnorm_replicas_match_keras_and_only_synchronized_match_one_",
